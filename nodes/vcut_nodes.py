@@ -1,0 +1,62 @@
+"""ComfyUI nodes for VCUT (category video/VCUT): thin adapters over vcut_core."""
+from ..vcut_core import SCA_MODES, TCA_MODES, ComfyGuidanceCutoff, find_cross_attentions, plan_replacements
+from .model_objects import current_object
+
+CATEGORY = "video/VCUT"
+
+
+class VCUTPatchSVD:
+    """Exact cached linear projection for SVD's one-token cross-attentions; optional TCA drop."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "sca_mode": (list(SCA_MODES), {"default": "linear",
+                                           "tooltip": "linear: exact cached projection; keep: unchanged"}),
+            "tca_mode": (list(TCA_MODES), {"default": "drop",
+                                           "tooltip": "drop: the paper (adds nothing); linear: exact; keep"}),
+        }}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "VCUT: replace SVD's spatial/temporal cross-attention by a cached projection of the CLIP token."
+
+    def patch(self, model, sca_mode, tca_mode):
+        patched = model.clone()
+        unet = patched.model.diffusion_model
+        plan = plan_replacements(unet, sca_mode, tca_mode,
+                                 get_module=lambda name: current_object(patched, f"diffusion_model.{name}"))
+        for name, module in plan.items():
+            patched.add_object_patch(f"diffusion_model.{name}", module)
+        return (patched,)
+
+
+class VCUTGuidanceCutoff:
+    """Classifier-free guidance only in the first c sampler steps (VCUT eq. 4)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",),
+            "cutoff_step": ("INT", {"default": 17, "min": 0, "max": 10000,
+                                    "tooltip": "steps 0..c-1 use guidance; one UNet pass per step from c on"}),
+        }}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "VCUT guidance cutoff: one UNet pass per step from step c on, with averaged CLIP context."
+
+    def patch(self, model, cutoff_step):
+        find_cross_attentions(model.model.diffusion_model)  # refuses non-SVD models with a clear error
+        patched = model.clone()
+        previous = patched.model_options.get("model_function_wrapper")
+        patched.set_model_unet_function_wrapper(ComfyGuidanceCutoff(cutoff_step, previous))
+        return (patched,)
+
+
+NODE_CLASS_MAPPINGS = {"VCUTPatchSVD": VCUTPatchSVD, "VCUTGuidanceCutoff": VCUTGuidanceCutoff}
+NODE_DISPLAY_NAME_MAPPINGS = {"VCUTPatchSVD": "VCUT Patch SVD (cached cross-attention)",
+                              "VCUTGuidanceCutoff": "VCUT Guidance Cutoff"}

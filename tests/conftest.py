@@ -1,0 +1,18 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from comfy_host import ComfyServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory):
+    """One real ComfyUI server for the session, with the pack and the fixture pack loaded."""
+    server = ComfyServer(str(tmp_path_factory.mktemp("comfy")))
+    server.start()
+    yield server
+    server.stop()

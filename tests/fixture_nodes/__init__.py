@@ -1,0 +1,131 @@
+"""Test-only node pack: tiny seeded models and probes for the ETC/VCUT test graphs."""
+import json
+import os
+
+import folder_paths
+from safetensors.torch import save_file
+
+from .tiny_models import tiny_sd2, tiny_svd, tiny_svd_zero_tca
+
+
+class TinySVDLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP_VISION", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self, seed):
+        return tiny_svd(seed)
+
+
+class TinySVDZeroTCALoader(TinySVDLoader):
+    """The tiny SVD with every temporal cross-attention's output projection zeroed."""
+
+    def load(self, seed):
+        return tiny_svd_zero_tca(seed)
+
+
+class TinySD2Loader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self, seed):
+        return tiny_sd2(seed)
+
+
+class TinyCLIPVisionLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self, seed):
+        return (tiny_svd(seed)[1],)
+
+
+class TinyCLIPLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self, seed):
+        return (tiny_sd2(seed)[1],)
+
+
+class CountUNetPasses:
+    """Records every UNet call (sigma, batch, cond_or_uncond) to a JSON file in the output folder."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "filename": ("STRING", {"default": "passes.json"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing/etc_vcut"
+
+    def patch(self, model, filename):
+        path = os.path.join(folder_paths.get_output_directory(), filename)
+        calls = []
+
+        def wrapper(apply_model, args):
+            out = apply_model(args["input"], args["timestep"], **args["c"])
+            calls.append({"sigma": float(args["timestep"].flatten()[0]), "batch": int(args["input"].shape[0]),
+                          "cond_or_uncond": list(args["cond_or_uncond"]),
+                          "input_sum": args["input"].chunk(len(args["cond_or_uncond"]))[0].double().sum().item(),
+                          "output_sums": [o.double().sum().item() for o in out.chunk(len(args["cond_or_uncond"]))]})
+            with open(path, "w") as f:
+                json.dump(calls, f)
+            return out
+
+        m = model.clone()
+        m.set_model_unet_function_wrapper(wrapper)
+        return (m,)
+
+
+class SaveTensors:
+    """Writes a LATENT's samples and/or an IMAGE to output/<prefix>.safetensors for exact comparison."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"prefix": ("STRING", {"default": "tensors"})},
+                "optional": {"latent": ("LATENT",), "image": ("IMAGE",)}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = "testing/etc_vcut"
+
+    def save(self, prefix, latent=None, image=None):
+        tensors = {}
+        if latent is not None:
+            tensors["latent"] = latent["samples"].float().contiguous()
+        if image is not None:
+            tensors["image"] = image.float().contiguous()
+        save_file(tensors, os.path.join(folder_paths.get_output_directory(), f"{prefix}.safetensors"))
+        return {"ui": {"tensors": [{"filename": f"{prefix}.safetensors"}]}}
+
+
+NODE_CLASS_MAPPINGS = {
+    "ETCVCUTTestTinySVD": TinySVDLoader,
+    "ETCVCUTTestZeroTCA": TinySVDZeroTCALoader,
+    "ETCVCUTTestTinySD2": TinySD2Loader,
+    "ETCVCUTTestTinyCLIPVision": TinyCLIPVisionLoader,
+    "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
+    "ETCVCUTTestCountPasses": CountUNetPasses,
+    "ETCVCUTTestSaveTensors": SaveTensors,
+}

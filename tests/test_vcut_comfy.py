@@ -1,0 +1,100 @@
+"""VCUT inside a real ComfyUI (server over HTTP), tiny SVD fixture, fp32."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from graphs import svd_graph
+
+STEPS = 6
+
+
+def _run(server, **kwargs):
+    server.run(svd_graph(steps=STEPS, **kwargs))
+    return load_file(server.output_path(f"{kwargs['prefix']}.safetensors"))["latent"]
+
+
+def _close(a, b, tol=1e-5):
+    # The projection runs as a different GEMM than the attention it replaces; allow float rounding
+    # relative to the latent's scale.
+    return (a - b).abs().max().item() <= tol * max(1.0, a.abs().max().item())
+
+
+@pytest.fixture(scope="module")
+def baseline(comfy_server):
+    return _run(comfy_server, prefix="baseline")
+
+
+def test_linear_sca_and_tca_equal_unpatched_run(comfy_server, baseline):
+    patched = _run(comfy_server, prefix="linear", vcut=("linear", "linear"))
+    assert patched.shape == baseline.shape == (4, 4, 8, 8)
+    assert _close(baseline, patched)
+    assert not torch.equal(baseline, torch.zeros_like(baseline))
+
+
+def test_tca_drop_equals_zeroed_tca_reference(comfy_server, baseline):
+    dropped = _run(comfy_server, prefix="drop", vcut=("keep", "drop"))
+    reference = _run(comfy_server, prefix="drop_ref", loader={"class_type": "ETCVCUTTestZeroTCA",
+                                                               "inputs": {"seed": 0}})
+    assert _close(reference, dropped)
+    assert not _close(baseline, dropped, tol=1e-3), "dropping TCA must change a model whose TCA is not zero"
+
+
+@pytest.mark.parametrize("cutoff", [0, 3, STEPS])
+def test_cutoff_one_pass_per_step_after_c(comfy_server, baseline, cutoff):
+    latent = _run(comfy_server, prefix=f"cut{cutoff}", vcut=("linear", "linear"), cutoff=cutoff,
+                  count_file=f"passes{cutoff}.json")
+    with open(comfy_server.output_path(f"passes{cutoff}.json")) as f:
+        passes = json.load(f)
+    assert len(passes) == STEPS, passes          # exactly one UNet forward per step
+    for step, call in enumerate(passes):
+        if step < cutoff:
+            assert sorted(call["cond_or_uncond"]) == [0, 1] and call["batch"] == 8
+        else:
+            assert call["cond_or_uncond"] == [0] and call["batch"] == 4
+    if cutoff == STEPS:
+        assert _close(baseline, latent)
+    else:
+        assert not _close(baseline, latent, tol=1e-3)
+
+
+def test_cutoff_steps_before_c_equal_baseline(comfy_server):
+    """Per-call sums of UNet inputs and outputs: identical to the baseline before c."""
+    def passes(prefix, cutoff):
+        _run(comfy_server, prefix=prefix, vcut=("linear", "linear"), cutoff=cutoff, count_file=f"{prefix}.json")
+        with open(comfy_server.output_path(f"{prefix}.json")) as f:
+            return json.load(f)
+
+    base, cut = passes("sums_base", STEPS), passes("sums_cut", 3)
+    for step in range(3):
+        assert cut[step]["input_sum"] == base[step]["input_sum"]
+        assert cut[step]["output_sums"] == base[step]["output_sums"]
+    assert cut[3]["input_sum"] == base[3]["input_sum"]
+    assert cut[3]["output_sums"][0] != base[3]["output_sums"][0]
+
+
+def test_two_images_in_one_session_have_no_stale_cache(comfy_server, baseline):
+    other_base = _run(comfy_server, prefix="other_base", color=0xCC3311)
+    other_vcut = _run(comfy_server, prefix="other_vcut", color=0xCC3311, vcut=("linear", "linear"))
+    first_vcut = _run(comfy_server, prefix="first_vcut_again", vcut=("linear", "linear"))
+    assert not _close(baseline, other_base, tol=1e-3)
+    assert _close(other_base, other_vcut)
+    assert _close(baseline, first_vcut)
+    # The shared model object is unchanged: the plain graph still gives the baseline bit for bit.
+    assert torch.equal(_run(comfy_server, prefix="baseline_again"), baseline)
+
+
+def test_not_svd_model_gets_clear_error(comfy_server):
+    g = {"load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
+         "vcut": {"class_type": "VCUTPatchSVD", "inputs": {"model": ["load", 0], "sca_mode": "linear",
+                                                          "tca_mode": "drop"}},
+         "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+         "enc": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": "x"}},
+         "sample": {"class_type": "KSampler", "inputs": {
+             "model": ["vcut", 0], "seed": 0, "steps": 1, "cfg": 1.0, "sampler_name": "euler",
+             "scheduler": "normal", "positive": ["enc", 0], "negative": ["enc", 0],
+             "latent_image": ["empty", 0], "denoise": 1.0}},
+         "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "x", "latent": ["sample", 0]}}}
+    with pytest.raises(Exception, match="not a Stable Video Diffusion UNet"):
+        comfy_server.run(g)

@@ -1,0 +1,45 @@
+"""Which cross-attentions VCUT replaces, and with what."""
+from torch import nn
+
+from .cached_projection import CachedProjectionCrossAttention
+from .locate import find_cross_attentions
+
+SCA_MODES = ("linear", "keep")
+TCA_MODES = ("drop", "linear", "keep")
+
+
+def plan_replacements(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop", get_module=None):
+    """``{name: replacement}`` for every SCA/TCA of ``unet`` that the modes change.
+
+    ``get_module(name)`` returns the module currently in use at ``name`` (ComfyUI
+    patches objects without touching the model; default: the model's own).
+    Raises ``ValueError`` for an unknown mode and ``NotSVDModelError`` for a
+    UNet without spatio-temporal blocks.
+    """
+    if sca_mode not in SCA_MODES:
+        raise ValueError(f"sca_mode must be one of {SCA_MODES}, got {sca_mode!r}")
+    if tca_mode not in TCA_MODES:
+        raise ValueError(f"tca_mode must be one of {TCA_MODES}, got {tca_mode!r}")
+    get_module = get_module or unet.get_submodule
+    sites = find_cross_attentions(unet)
+    plan = {}
+    for names, mode in ((sites.sca, sca_mode), (sites.tca, tca_mode)):
+        if mode == "keep":
+            continue
+        for name in names:
+            plan[name] = CachedProjectionCrossAttention(get_module(name), mode)
+    return plan
+
+
+def unused_parameters(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop") -> int:
+    """Parameters the modes make unused: ``to_q``/``to_k`` of linear sites, all of dropped ones."""
+    sites = find_cross_attentions(unet)
+    total = 0
+    for names, mode in ((sites.sca, sca_mode), (sites.tca, tca_mode)):
+        for name in names:
+            attention = unet.get_submodule(name)
+            if mode == "drop":
+                total += sum(p.numel() for p in attention.parameters())
+            elif mode == "linear":
+                total += sum(p.numel() for m in (attention.to_q, attention.to_k) for p in m.parameters())
+    return total
