@@ -1,2 +1,279 @@
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""ComfyUI nodes for ETC (category video/ETC): thin adapters over etc_core."""
+import os
+
+import torch
+
+from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
+                        load_fps_module, pack, parse_layout, unpack)
+from ..etc_core.video_io import write_mp4
+from .model_objects import current_object
+
+CATEGORY = "video/ETC"
+UNTRAINED = "untrained (zero init, no-op)"
+NONE = "none"
+LAYOUT = ("STRING", {"default": "auto", "tooltip": "'auto' (most square) or RxC with R*C = frames, e.g. 2x4"})
+FRAMES = ("INT", {"default": 16, "min": 1, "max": 1024})
+
+
+def _register_etc_folder():
+    """models/etc holds FPS-embedding files; extra_model_paths.yaml may add more folders under 'etc'."""
+    import folder_paths
+    default = os.path.join(folder_paths.models_dir, "etc")
+    paths, extensions = folder_paths.folder_names_and_paths.get("etc", ([], set()))
+    folder_paths.folder_names_and_paths["etc"] = (list(paths) + [default] * (default not in paths),
+                                                  set(extensions) | {".safetensors"})
+
+
+def _fps_files():
+    import folder_paths
+    _register_etc_folder()
+    return folder_paths.get_filename_list("etc")
+
+
+def _grid_meta(frames, layout):
+    rows, cols = parse_layout(frames, layout)
+    return {"frames": frames, "rows": rows, "cols": cols}
+
+
+def _check_latent_meta(latent, grid):
+    meta = latent.get("etc_grid")
+    if meta and (meta["rows"], meta["cols"]) != (grid["rows"], grid["cols"]):
+        raise ValueError(f"the latent was made as a {meta['rows']}x{meta['cols']} grid of {meta['frames']} frames; "
+                         f"set frames={meta['frames']} and layout={meta['rows']}x{meta['cols']}")
+
+
+def patch_mixed_embedding(model, frames, layout, theta, strength):
+    """Clone of ``model`` whose first convolution sees ``x + strength * ME``."""
+    rows, cols = parse_layout(frames, layout)
+    patched = model.clone()
+    name = "diffusion_model.input_blocks.0.0"
+    latent_channels = getattr(model.model.latent_format, "latent_channels", 4)
+    patched.add_object_patch(name, MixedEmbeddingInput(current_object(patched, name), rows, cols, theta, strength,
+                                                       latent_channels))
+    return patched
+
+
+def patch_fps(model, fps, fps_weights):
+    """Clone of ``model`` whose time embedding adds the FPS branch."""
+    unet = model.model.diffusion_model
+    name = "diffusion_model.time_embed"
+    time_embed = current_object(model, name)
+    width = unet.time_embed[2].out_features
+    if fps_weights == UNTRAINED:
+        module = FPSEmbedding(width)
+    else:
+        import folder_paths
+        _register_etc_folder()
+        path = folder_paths.get_full_path("etc", fps_weights)
+        if path is None:
+            raise FileNotFoundError(f"fps_weights {fps_weights!r} is not in models/etc; put the file there or "
+                                    f"pick one of {_fps_files()}")
+        module, _ = load_fps_module(path, expected_base_model=base_model_fingerprint(unet))
+    device = unet.time_embed[0].weight.device
+    patched = model.clone()
+    patched.add_object_patch(name, FPSConditionedTimeEmbedding(time_embed, module.to(device), fps))
+    return patched
+
+
+class ETCEmptyGridLatent:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"frames": FRAMES,
+                             "frame_width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
+                             "frame_height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
+                             "layout": LAYOUT,
+                             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "generate"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "An empty latent holding T frames packed into one grid (ETC eq. 1)."
+
+    def generate(self, frames, frame_width, frame_height, layout, batch_size):
+        grid = _grid_meta(frames, layout)
+        samples = torch.zeros(batch_size, 4, grid["rows"] * (frame_height // 8), grid["cols"] * (frame_width // 8))
+        return ({"samples": samples, "etc_grid": grid},)
+
+
+class ETCGridPackLatent:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"latent": ("LATENT",), "frames": FRAMES, "layout": LAYOUT}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "pack"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Latent frames [B*T] -> B grid latents."
+
+    def pack(self, latent, frames, layout):
+        grid = _grid_meta(frames, layout)
+        samples = latent["samples"]
+        if samples.shape[0] % frames:
+            raise ValueError(f"the latent batch has {samples.shape[0]} frames, not a multiple of frames={frames}")
+        videos = samples.reshape(-1, frames, *samples.shape[1:])
+        return ({"samples": pack(videos, grid["rows"], grid["cols"]), "etc_grid": grid},)
+
+
+class ETCGridUnpackLatent:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"latent": ("LATENT",), "frames": FRAMES, "layout": LAYOUT}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "unpack"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "B grid latents -> latent frames [B*T] (for VAEDecode)."
+
+    def unpack(self, latent, frames, layout):
+        grid = _grid_meta(frames, layout)
+        _check_latent_meta(latent, grid)
+        videos = unpack(latent["samples"], grid["rows"], grid["cols"])
+        return ({"samples": videos.reshape(-1, *videos.shape[2:])},)
+
+
+class ETCGridPackImage:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "frames": FRAMES, "layout": LAYOUT}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "pack"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Frames [B*T, h, w, 3] -> B grid images."
+
+    def pack(self, image, frames, layout):
+        grid = _grid_meta(frames, layout)
+        if image.shape[0] % frames:
+            raise ValueError(f"the image batch has {image.shape[0]} frames, not a multiple of frames={frames}")
+        videos = image.movedim(-1, 1).reshape(-1, frames, image.shape[-1], *image.shape[1:3])
+        return (pack(videos, grid["rows"], grid["cols"]).movedim(1, -1),)
+
+
+class ETCGridUnpackImage:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",), "frames": FRAMES, "layout": LAYOUT}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "unpack"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "B grid images -> frames [B*T, h, w, 3] (for video save nodes)."
+
+    def unpack(self, image, frames, layout):
+        grid = _grid_meta(frames, layout)
+        videos = unpack(image.movedim(-1, 1), grid["rows"], grid["cols"])
+        return (videos.reshape(-1, *videos.shape[2:]).movedim(1, -1),)
+
+
+class ETCMixedEmbedding:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "frames": FRAMES, "layout": LAYOUT,
+                             "theta": ("FLOAT", {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0}),
+                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Adds ETC's spatial-temporal mixed embedding to the UNet input on every call."
+
+    def patch(self, model, frames, layout, theta, strength):
+        return (patch_mixed_embedding(model, frames, layout, theta, strength),)
+
+
+class ETCFPSConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "fps": ("INT", {"default": 8, "min": 0, "max": 120,
+                                             "tooltip": "0: frames of one label, 1-60: video, 120: still image"}),
+                             "fps_weights": ([UNTRAINED] + _fps_files(),)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "ETC FPS embedding: fps through the UNet's own timestep embedder plus a trained MLP."
+
+    def patch(self, model, fps, fps_weights):
+        return (patch_fps(model, fps, fps_weights),)
+
+
+class ETCSampler:
+    @classmethod
+    def INPUT_TYPES(cls):
+        import comfy.samplers
+        return {"required": {
+            "model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "vae": ("VAE",),
+            "frames": FRAMES, "layout": LAYOUT,
+            "frame_width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
+            "frame_height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+            "steps": ("INT", {"default": 25, "min": 1, "max": 10000}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
+            "theta": ("FLOAT", {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0}),
+            "me_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+            "fps": ("INT", {"default": 8, "min": 0, "max": 120}),
+            "fps_weights": ([NONE, UNTRAINED] + _fps_files(),),
+        }}
+
+    RETURN_TYPES = ("IMAGE", "LATENT")
+    RETURN_NAMES = ("frames", "grid_latent")
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "ETC text-to-video: grid latent + mixed embedding + FPS, sampled by ComfyUI's KSampler."
+
+    def sample(self, model, positive, negative, vae, frames, layout, frame_width, frame_height, batch_size, seed,
+               steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights):
+        import nodes as comfy_nodes
+        (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size)
+        model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
+        if fps_weights != NONE:
+            model = patch_fps(model, fps, fps_weights)
+        (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                                latent)
+        (frame_latents,) = ETCGridUnpackLatent().unpack(latent, frames, layout)
+        images = vae.decode(frame_latents["samples"])
+        return (images.reshape(-1, *images.shape[-3:]), latent)
+
+
+class ETCSaveVideo:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ETC/video"}),
+                             "frame_rate": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Writes the frames as an MP4 (mp4v) with the prompt and workflow embedded."
+
+    def save(self, images, filename_prefix, frame_rate, prompt=None, extra_pnginfo=None):
+        import folder_paths
+        out_dir = folder_paths.get_output_directory()
+        full_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir,
+                                                                                 images.shape[2], images.shape[1])
+        filename = f"{name}_{counter:05}_.mp4"
+        frames = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        metadata = {"prompt": prompt, **(extra_pnginfo or {})}
+        write_mp4(os.path.join(full_dir, filename), frames, frame_rate, metadata)
+        return {"ui": {"videos": [{"filename": filename, "subfolder": subfolder, "type": "output"}]}}
+
+
+NODE_CLASS_MAPPINGS = {
+    "ETCEmptyGridLatent": ETCEmptyGridLatent, "ETCGridPackLatent": ETCGridPackLatent,
+    "ETCGridUnpackLatent": ETCGridUnpackLatent, "ETCGridPackImage": ETCGridPackImage,
+    "ETCGridUnpackImage": ETCGridUnpackImage, "ETCMixedEmbedding": ETCMixedEmbedding,
+    "ETCFPSConditioning": ETCFPSConditioning, "ETCSampler": ETCSampler, "ETCSaveVideo": ETCSaveVideo,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "ETCEmptyGridLatent": "ETC Empty Grid Latent", "ETCGridPackLatent": "ETC Grid Pack (latent)",
+    "ETCGridUnpackLatent": "ETC Grid Unpack (latent)", "ETCGridPackImage": "ETC Grid Pack (image)",
+    "ETCGridUnpackImage": "ETC Grid Unpack (image)", "ETCMixedEmbedding": "ETC Mixed Embedding",
+    "ETCFPSConditioning": "ETC FPS Conditioning", "ETCSampler": "ETC Sampler (text-to-video)",
+    "ETCSaveVideo": "ETC Save Video (MP4)",
+}

@@ -169,7 +169,10 @@ class ComfyServer:
                 entry = history[prompt_id]
                 status = entry.get("status", {})
                 if status.get("status_str") == "error":
-                    raise PromptError(f"prompt {prompt_id} failed: {json.dumps(status.get('messages'))[-4000:]}")
+                    errors = [m[1] for m in status.get("messages", []) if m[0] == "execution_error"]
+                    detail = (f"{errors[0].get('node_type')}: {errors[0].get('exception_message')}" if errors
+                              else json.dumps(status.get("messages"))[-2000:])
+                    raise PromptError(f"prompt {prompt_id} failed: {detail}")
                 return entry["outputs"]
             if self.process.poll() is not None:
                 raise RuntimeError(f"ComfyUI died:\n{self.log()[-4000:]}")

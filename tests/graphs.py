@@ -38,3 +38,24 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
         model = ["cutoff", 0]
     g["lincfg"]["inputs"]["model"] = model
     return g
+
+
+def etc_graph(*, frames=4, layout="2x2", size=64, steps=3, seed=1, fps=8, fps_weights="none", prefix="etc",
+              video=True, text="a red ball bouncing"):
+    """Tiny SD 2.x text-to-video through ETCSampler; saves frames as tensors and as an MP4."""
+    g = {
+        "load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": text}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": ""}},
+        "etc": {"class_type": "ETCSampler", "inputs": {
+            "model": ["load", 0], "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["load", 2],
+            "frames": frames, "layout": layout, "frame_width": size, "frame_height": size, "batch_size": 1,
+            "seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+            "theta": 10000.0, "me_strength": 1.0, "fps": fps, "fps_weights": fps_weights}},
+        "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": prefix, "image": ["etc", 0],
+                                                                     "latent": ["etc", 1]}},
+    }
+    if video:
+        g["video"] = {"class_type": "ETCSaveVideo", "inputs": {"images": ["etc", 0], "filename_prefix": prefix,
+                                                                "frame_rate": 8.0}}
+    return g
