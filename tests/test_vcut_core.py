@@ -1,0 +1,122 @@
+"""vcut_core without ComfyUI: diffusers SVD UNet and pipeline, cache rules, step mapping."""
+import pytest
+import torch
+from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, StableVideoDiffusionPipeline,
+                       UNet2DConditionModel, UNetSpatioTemporalConditionModel)
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+import vcut_core
+from vcut_core import CachedProjectionCrossAttention, NotSVDModelError, run_length_rows, step_index
+
+
+def tiny_svd_unet(seed=0):
+    torch.manual_seed(seed)
+    return UNetSpatioTemporalConditionModel(
+        sample_size=8, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=24, cross_attention_dim=32, num_attention_heads=(2, 4),
+        num_frames=3).eval()
+
+
+def test_finds_all_cross_attentions_and_refuses_image_unets():
+    sites = vcut_core.find_cross_attentions(tiny_svd_unet())
+    assert len(sites.sca) == len(sites.tca) == 4
+    assert all(n.endswith("transformer_blocks.0.attn2") for n in sites.sca)
+    assert all(".temporal_transformer_blocks." in n for n in sites.tca)
+    image_unet = UNet2DConditionModel(block_out_channels=(32, 64), cross_attention_dim=32, norm_num_groups=32,
+                                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                      up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+    with pytest.raises(NotSVDModelError, match="not a Stable Video Diffusion UNet"):
+        vcut_core.find_cross_attentions(image_unet)
+
+
+def test_linear_modes_match_attention_and_drop_matches_zeroed_tca():
+    unet = tiny_svd_unet()
+    x, t, ctx, ids = torch.randn(2, 3, 8, 8, 8), torch.tensor([10.0]), torch.randn(2, 1, 32), torch.randn(2, 3)
+    with torch.no_grad():
+        reference = unet(x, t, ctx, ids).sample
+        vcut_core.apply_vcut(unet, "linear", "linear")
+        assert torch.allclose(unet(x, t, ctx, ids).sample, reference, atol=1e-5, rtol=0)
+        vcut_core.apply_vcut(unet, "keep", "drop")
+        dropped = unet(x, t, ctx, ids).sample
+        vcut_core.remove_vcut(unet)
+        assert torch.equal(unet(x, t, ctx, ids).sample, reference)
+        for name in vcut_core.find_cross_attentions(unet).tca:
+            out = unet.get_submodule(name).to_out[0]
+            out.weight.zero_()
+            out.bias.zero_()
+        assert torch.allclose(unet(x, t, ctx, ids).sample, dropped, atol=1e-6, rtol=0)
+
+
+def test_cache_is_reused_only_for_equal_context_and_weights():
+    attention = tiny_svd_unet().get_submodule(vcut_core.find_cross_attentions(tiny_svd_unet()).sca[0])
+    wrapper = CachedProjectionCrossAttention(attention, "linear", max_entries=2)
+    x = torch.randn(4, 16, 32)
+    a, b = torch.randn(1, 1, 32).expand(4, 1, 32), torch.randn(1, 1, 32).expand(4, 1, 32)
+    with torch.no_grad():
+        out_a = wrapper(x, encoder_hidden_states=a.clone())
+        wrapper(x, encoder_hidden_states=a.clone())
+        assert wrapper.stats == {"hits": 1, "misses": 1, "fallbacks": 0}
+        out_b = wrapper(x, encoder_hidden_states=b.clone())
+        assert not torch.allclose(out_a, out_b) and wrapper.stats["misses"] == 2
+        attention.to_v.weight.mul_(2.0)  # in-place weight change invalidates entries
+        out_a2 = wrapper(x, encoder_hidden_states=a.clone())
+        assert wrapper.stats["misses"] == 3 and not torch.allclose(out_a, out_a2)
+        for ctx in (torch.randn(4, 1, 32), torch.randn(4, 1, 32), torch.randn(4, 1, 32)):
+            wrapper(x, encoder_hidden_states=ctx)
+        assert len(wrapper._cache) == 2  # bounded
+        wrapper(x, encoder_hidden_states=torch.randn(4, 2, 32))  # two tokens: real attention
+        assert wrapper.stats["fallbacks"] == 1
+
+
+def test_run_length_rows():
+    ctx = torch.cat([torch.ones(3, 1, 4), torch.zeros(2, 1, 4), torch.ones(1, 1, 4)])
+    rows, counts = run_length_rows(ctx)
+    assert counts.tolist() == [3, 2, 1]
+    assert torch.equal(rows.repeat_interleave(counts, 0), ctx)
+
+
+def test_step_index_and_counter():
+    sigmas = [14.6, 7.0, 3.0, 1.0, 0.0]
+    assert [step_index(s, sigmas) for s in (14.6, 7.0, 5.0, 3.0, 1.0)] == [0, 1, 1, 2, 3]
+    counter = vcut_core.StepCounter()
+    assert [counter(s) for s in (14.6, 14.6, 7.0, 3.0, 3.0, 1.0, 14.6)] == [0, 0, 1, 2, 2, 3, 0]
+
+
+def _tiny_pipeline():
+    unet = tiny_svd_unet()
+    unet.register_to_config(addition_time_embed_dim=8)
+    vae = AutoencoderKLTemporalDecoder(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
+                                       latent_channels=4, layers_per_block=1)
+    image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, projection_dim=32, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+        intermediate_size=37, patch_size=4))
+    processor = CLIPImageProcessor(crop_size=32, size=32)
+    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       prediction_type="v_prediction", use_karras_sigmas=True,
+                                       timestep_spacing="leading")
+    return StableVideoDiffusionPipeline(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler,
+                                        feature_extractor=processor).to("cpu")
+
+
+@pytest.mark.parametrize("cutoff", [2, 4])
+def test_diffusers_pipeline_cutoff_counts_passes(cutoff):
+    pipe = _tiny_pipeline()
+    image = torch.rand(1, 3, 32, 32)
+    kwargs = dict(height=32, width=32, num_frames=3, num_inference_steps=4, min_guidance_scale=1.0,
+                  max_guidance_scale=3.0, decode_chunk_size=3, output_type="pt")
+    baseline = pipe(image, generator=torch.Generator().manual_seed(0), **kwargs).frames
+    vcut_core.apply_vcut(pipe.unet, "linear", "linear")
+    forward = vcut_core.enable_guidance_cutoff(pipe, cutoff)
+    batches = []
+    hook = pipe.unet.conv_in.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0] // 3))
+    frames = pipe(image, generator=torch.Generator().manual_seed(0), **kwargs).frames
+    hook.remove()
+    vcut_core.disable_guidance_cutoff(pipe)
+    vcut_core.remove_vcut(pipe.unet)
+    assert forward.passes == 4 and batches == [2] * cutoff + [1] * (4 - cutoff)
+    if cutoff == 4:
+        assert torch.allclose(frames, baseline, atol=1e-5)
+    else:
+        assert frames.shape == baseline.shape and not torch.allclose(frames, baseline, atol=1e-4)
