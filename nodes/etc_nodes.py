@@ -58,7 +58,8 @@ def patch_fps(model, fps, fps_weights):
     unet = model.model.diffusion_model
     name = "diffusion_model.time_embed"
     time_embed = current_object(model, name)
-    width = unet.time_embed[2].out_features
+    mlp = getattr(time_embed, "time_embed", time_embed)  # the original under an earlier FPS patch
+    width = mlp[2].out_features
     if fps_weights == UNTRAINED:
         module = FPSEmbedding(width)
     else:
@@ -69,7 +70,7 @@ def patch_fps(model, fps, fps_weights):
             raise FileNotFoundError(f"fps_weights {fps_weights!r} is not in models/etc; put the file there or "
                                     f"pick one of {_fps_files()}")
         module, _ = load_fps_module(path, expected_base_model=base_model_fingerprint(unet))
-    device = unet.time_embed[0].weight.device
+    device = mlp[0].weight.device
     patched = model.clone()
     patched.add_object_patch(name, FPSConditionedTimeEmbedding(time_embed, module.to(device), fps))
     return patched
