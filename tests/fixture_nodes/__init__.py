@@ -3,9 +3,10 @@ import json
 import os
 
 import folder_paths
+import torch
 from safetensors.torch import save_file
 
-from .tiny_models import tiny_sd2, tiny_svd, tiny_svd_zero_tca
+from .tiny_models import tiny_clip_vision, tiny_sd2, tiny_svd, tiny_svd_zero_tca, write_checkpoint
 
 
 class TinySVDLoader:
@@ -44,14 +45,60 @@ class TinySD2Loader:
 class TinyCLIPVisionLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "projection_dim": ("INT", {"default": 64, "min": 8, "max": 4096})}}
 
     RETURN_TYPES = ("CLIP_VISION",)
     FUNCTION = "load"
     CATEGORY = "testing/etc_vcut"
 
-    def load(self, seed):
-        return (tiny_svd(seed)[1],)
+    def load(self, seed, projection_dim):
+        return (tiny_clip_vision(seed + 1, projection_dim),)
+
+
+class RandomConditioning:
+    """CONDITIONING of seeded random tokens, for a checkpoint whose text encoder is not in the file."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "dim": ("INT", {"default": 1024, "min": 8, "max": 4096}),
+                             "tokens": ("INT", {"default": 77, "min": 1, "max": 1024})}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "make"
+    CATEGORY = "testing/etc_vcut"
+
+    def make(self, seed, dim, tokens):
+        generator = torch.Generator().manual_seed(seed)
+        return ([[torch.randn(1, tokens, dim, generator=generator), {}]],)
+
+
+class WriteCheckpoints:
+    """Writes detectable SVD-layout and SD 2.x checkpoints to models/checkpoints (for the stock loaders)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "write"
+    CATEGORY = "testing/etc_vcut"
+
+    def write(self, seed):
+        # The instance folder is the one holding custom_nodes/ (this pack is linked, not copied, there).
+        instance = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        folder = os.path.join(instance, "models", "checkpoints")
+        if folder not in folder_paths.get_folder_paths("checkpoints"):
+            folder = folder_paths.get_folder_paths("checkpoints")[0]
+        written = []
+        for kind in ("svd", "sd2"):
+            path = os.path.join(folder, f"etcvcut_test_{kind}.safetensors")
+            if not os.path.exists(path):
+                write_checkpoint(path, kind, seed)
+            written.append(os.path.basename(path))
+        return {"ui": {"checkpoints": written}}
 
 
 class TinyCLIPLoader:
@@ -127,5 +174,7 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinyCLIPVision": TinyCLIPVisionLoader,
     "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
     "ETCVCUTTestCountPasses": CountUNetPasses,
+    "ETCVCUTTestRandomConditioning": RandomConditioning,
+    "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
     "ETCVCUTTestSaveTensors": SaveTensors,
 }

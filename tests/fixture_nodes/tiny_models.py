@@ -96,13 +96,16 @@ def _json_config(base: str, **overrides) -> str:
     return path
 
 
-def tiny_clip_vision(seed: int):
-    base = os.path.join(os.path.dirname(comfy.clip_vision.__file__), "clip_vision_config_h.json")
-    config = _json_config(base, hidden_size=32, intermediate_size=64, num_attention_heads=2,
-                          num_hidden_layers=2, patch_size=32, projection_dim=CONTEXT_DIM)
-    clip_vision = comfy.clip_vision.ClipVisionModel(config)
-    seeded_init_(clip_vision.model, seed)
-    return clip_vision
+def tiny_clip_vision(seed: int, projection_dim: int = CONTEXT_DIM):
+    key = ("clip_vision", seed, projection_dim)
+    if key not in _cache:
+        base = os.path.join(os.path.dirname(comfy.clip_vision.__file__), "clip_vision_config_h.json")
+        config = _json_config(base, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                              num_hidden_layers=2, patch_size=32, projection_dim=projection_dim)
+        clip_vision = comfy.clip_vision.ClipVisionModel(config)
+        seeded_init_(clip_vision.model, seed)
+        _cache[key] = clip_vision
+    return _cache[key]
 
 
 def _text_config() -> str:
@@ -162,3 +165,35 @@ def tiny_sd2(seed: int = 0):
                                  model_type=comfy.model_base.ModelType.EPS)
         _cache[key] = (model, tiny_clip(seed + 1), tiny_vae(seed + 2))
     return _cache[key]
+
+
+# Stock-loader checkpoints: real SGM key layout, sizes ComfyUI's detection accepts (model_channels 320,
+# context 1024), depth reduced so a CPU writes, loads and samples them in seconds.
+SVD_CHECKPOINT_UNET = dict(SVD_UNET, model_channels=320, context_dim=1024, channel_mult=[1, 1, 1, 1],
+                           num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                           transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0], transformer_depth_middle=-1)
+SD2_CHECKPOINT_UNET = dict(SD2_UNET, model_channels=320, context_dim=1024, channel_mult=[1, 1, 1, 1],
+                           num_res_blocks=[2, 2, 2, 2], transformer_depth=[1, 1, 0, 0, 0, 0, 0, 0],
+                           transformer_depth_output=[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0], transformer_depth_middle=-1)
+SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def write_checkpoint(path: str, kind: str, seed: int = 0):
+    """Write a detectable 'svd' or 'sd2' checkpoint (fp16 safetensors) to ``path``, atomically."""
+    from safetensors.torch import save_file
+    if kind == "svd":
+        model = _diffusion_model(comfy.supported_models.SVD_img2vid, SVD_CHECKPOINT_UNET,
+                                 comfy.model_base.SVD_img2vid, seed)
+    else:
+        model = _diffusion_model(comfy.supported_models.SD20, SD2_CHECKPOINT_UNET, comfy.model_base.BaseModel, seed,
+                                 model_type=comfy.model_base.ModelType.EPS)
+    for module in model.model.diffusion_model.modules():  # ComfyUI reads use_linear etc. from key shapes
+        module.to(torch.float16)
+    sd = {f"model.diffusion_model.{k}": v for k, v in model.model.diffusion_model.state_dict().items()}
+    vae = seeded_init_(AutoencoderKL(ddconfig=SD_VAE, embed_dim=4), seed + 2).half()
+    sd.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
+    partial = path + ".partial"
+    save_file({k: v.contiguous() for k, v in sd.items()}, partial)
+    os.replace(partial, path)
+    return path
