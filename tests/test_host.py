@@ -1,16 +1,8 @@
 """The pack inside real ComfyUI: loaded by its own loader, listed by /object_info, runs in-process too."""
-
-import os
-
-
-import pytest
 import torch
 from safetensors.torch import load_file
 
 from graphs import svd_graph
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 
 
