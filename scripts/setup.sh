@@ -12,4 +12,12 @@ if [ -n "${COMFYUI_PATH:-}" ]; then
   grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFYUI_PATH/requirements.txt" > .cache/host-requirements.txt
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -r .cache/host-requirements.txt
 fi
+# Browser tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+  else
+    echo "note: chromium is not installed; the browser tests will be skipped (apt-get install chromium)"
+  fi
+fi
 .venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); import comfy_host; print('ComfyUI host:', comfy_host.comfyui_path())"
