@@ -1,0 +1,45 @@
+"""``python -m etc_core.filter``: keep the top alpha fraction of caption-video pairs by CLIP score.
+
+    python -m etc_core.filter --input pairs.jsonl --output kept.jsonl --alpha 0.3 --clip /path/to/clip
+
+``--input`` is JSONL with ``{"video": path, "caption": text}`` per line (relative paths are taken from
+the file's folder). ``--clip`` is a local CLIP folder (transformers format). Re-running resumes.
+"""
+import argparse
+import os
+import sys
+
+from .video_filter import filter_videos, read_jsonl
+
+
+def load_entries(path: str):
+    base = os.path.dirname(os.path.abspath(path))
+    entries = read_jsonl(path)
+    for entry in entries:
+        if "video" not in entry or "caption" not in entry:
+            raise ValueError(f"{path}: every line needs 'video' and 'caption', got {entry}")
+        entry["video"] = os.path.join(base, entry["video"])
+    return entries
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--alpha", type=float, required=True, help="fraction to keep, in (0, 1]")
+    parser.add_argument("--clip", required=True, help="local CLIP model folder (transformers format)")
+    parser.add_argument("--frames", type=int, default=8, help="frames sampled per video")
+    args = parser.parse_args(argv)
+    from transformers import CLIPModel, CLIPProcessor
+    model = CLIPModel.from_pretrained(args.clip, local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(args.clip, local_files_only=True)
+    entries = load_entries(args.input)
+    kept = filter_videos(entries, args.output, args.alpha, model, processor, args.frames,
+                         progress=lambda i, n: print(f"\rscored {i}/{n}", end="", file=sys.stderr))
+    print(f"\nkept {len(kept)} of {len(entries)} -> {args.output} (all scores: {args.output}.scores.jsonl)",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

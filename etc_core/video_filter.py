@@ -1,0 +1,105 @@
+"""CLIP-score video filter (ETC eq. 5).
+
+    score(video, caption) = mean over sampled frames f of  logit_scale * cos(E_img(f), E_txt(caption))
+
+with the CLIP model's own (exponentiated) logit scale. The top ``alpha`` fraction of the readable
+videos is kept. Every score goes to ``<output>.scores.jsonl`` as it is computed, so an interrupted run
+resumes where it stopped; a video that cannot be read is recorded with its error and skipped.
+"""
+import json
+import math
+import os
+
+import numpy as np
+import torch
+
+
+class VideoReadError(RuntimeError):
+    pass
+
+
+def sample_frame_indices(total: int, count: int):
+    """``count`` indices spread evenly over ``total`` frames (centres of equal segments)."""
+    count = min(count, total)
+    return [min(total - 1, int((i + 0.5) * total / count)) for i in range(count)]
+
+
+def read_frames(path: str, count: int):
+    """RGB uint8 frames sampled evenly from the video at ``path``."""
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not capture.isOpened() or total <= 0:
+            raise VideoReadError(f"cannot read video {path}")
+        frames = []
+        for index in sample_frame_indices(total, count):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            ok, frame = capture.read()
+            if not ok:
+                raise VideoReadError(f"cannot decode frame {index} of {path}")
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        return frames
+    finally:
+        capture.release()
+
+
+@torch.no_grad()
+def clip_score(model, processor, frames, caption: str) -> float:
+    """Eq. 5 for one video: logit scale x cosine similarity, averaged over ``frames``."""
+    inputs = processor(text=[caption], images=[np.asarray(f) for f in frames], return_tensors="pt",
+                       padding=True, truncation=True)
+    device = next(model.parameters()).device
+    image = model.get_image_features(pixel_values=inputs["pixel_values"].to(device))
+    text = model.get_text_features(input_ids=inputs["input_ids"].to(device),
+                                   attention_mask=inputs["attention_mask"].to(device))
+    image, text = (getattr(t, "pooler_output", t) for t in (image, text))
+    image = image / image.norm(dim=-1, keepdim=True)
+    text = text / text.norm(dim=-1, keepdim=True)
+    return float((model.logit_scale.exp() * image @ text.T).mean())
+
+
+def read_jsonl(path: str):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl_atomic(path: str, rows):
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(partial, path)
+
+
+def filter_videos(entries, output: str, alpha: float, model, processor, frames: int = 8, progress=None):
+    """Score every ``{"video", "caption"}`` entry, keep the top ``alpha`` fraction, write ``output``.
+
+    Returns the kept entries (each with its ``clip_score``). Scores already in
+    ``<output>.scores.jsonl`` are reused, so a second call resumes an interrupted run.
+    """
+    if not 0.0 < alpha <= 1.0:
+        raise ValueError(f"alpha is the fraction of videos to keep, in (0, 1]; got {alpha}")
+    scores_path = output + ".scores.jsonl"
+    done = {row["video"]: row for row in read_jsonl(scores_path)} if os.path.exists(scores_path) else {}
+    with open(scores_path, "a") as log:
+        for i, entry in enumerate(entries):
+            if entry["video"] not in done:
+                row = {"video": entry["video"], "caption": entry["caption"]}
+                try:
+                    row["clip_score"] = clip_score(model, processor, read_frames(entry["video"], frames),
+                                                   entry["caption"])
+                except VideoReadError as e:
+                    row["error"] = str(e)
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                done[entry["video"]] = row
+            if progress:
+                progress(i + 1, len(entries))
+    scored = [{**entry, "clip_score": done[entry["video"]]["clip_score"]} for entry in entries
+              if "clip_score" in done[entry["video"]]]
+    keep = math.ceil(alpha * len(scored))
+    kept = sorted(scored, key=lambda e: e["clip_score"], reverse=True)[:keep]
+    write_jsonl_atomic(output, kept)
+    return kept

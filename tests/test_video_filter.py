@@ -1,0 +1,110 @@
+"""CLIP-score video filter (eq. 5) with a small CLIP built from a config, on videos the test writes."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from comfy_host import comfyui_path
+from etc_core import video_filter
+from etc_core.filter import main as filter_main
+from etc_core.video_io import write_mp4
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory):
+    """A tiny CLIP saved in transformers format; the BPE vocabulary is the one ComfyUI ships."""
+    path = str(tmp_path_factory.mktemp("clip"))
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                                     "num_attention_heads": 2, "max_position_embeddings": 77},
+                        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+                        projection_dim=16)
+    CLIPModel(config).save_pretrained(path)
+    vocab = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")
+    tokenizer = CLIPTokenizer(os.path.join(vocab, "vocab.json"), os.path.join(vocab, "merges.txt"))
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
+                  tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+def _moving_square(path, color, frames=6):
+    video = np.zeros((frames, 48, 48, 3), np.uint8)
+    for t in range(frames):
+        video[t, 10:26, 4 + 4 * t:20 + 4 * t] = color
+    write_mp4(path, video, 8.0)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    entries = []
+    for i, (color, caption) in enumerate([((255, 0, 0), "a red square"), ((0, 255, 0), "a green square"),
+                                          ((0, 0, 255), "a blue square moving right"), ((255, 255, 0), "yellow"),
+                                          ((255, 255, 255), "a white box")]):
+        _moving_square(str(tmp_path / f"v{i}.mp4"), color)
+        entries.append({"video": f"v{i}.mp4", "caption": caption})
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    entries.append({"video": "broken.mp4", "caption": "unreadable"})
+    manifest = tmp_path / "pairs.jsonl"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    return tmp_path, manifest
+
+
+def test_clip_score_is_logit_scale_times_mean_cosine(clip_dir, tmp_path):
+    model, processor = CLIPModel.from_pretrained(clip_dir).eval(), CLIPProcessor.from_pretrained(clip_dir)
+    _moving_square(str(tmp_path / "v.mp4"), (255, 0, 0))
+    frames = video_filter.read_frames(str(tmp_path / "v.mp4"), 3)
+    assert len(frames) == 3 and frames[0].shape == (48, 48, 3)
+    score = video_filter.clip_score(model, processor, frames, "a red square")
+    with torch.no_grad():
+        text = processor(text=["a red square"], return_tensors="pt")
+        t = model.get_text_features(**text)
+        t = getattr(t, "pooler_output", t)[0]
+        cosines = []
+        for frame in frames:
+            pixels = processor(images=[frame], return_tensors="pt")["pixel_values"]
+            v = model.get_image_features(pixel_values=pixels)
+            v = getattr(v, "pooler_output", v)[0]
+            cosines.append(torch.dot(v, t) / (v.norm() * t.norm()))
+        expected = float(model.logit_scale.exp() * torch.stack(cosines).mean())
+    assert score == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_filter_keeps_top_fraction_skips_broken_and_resumes(clip_dir, dataset, monkeypatch, capsys):
+    folder, manifest = dataset
+    output = str(folder / "kept.jsonl")
+    assert filter_main(["--input", str(manifest), "--output", output, "--alpha", "0.5", "--clip", clip_dir,
+                        "--frames", "3"]) == 0
+    scores = video_filter.read_jsonl(output + ".scores.jsonl")
+    assert len(scores) == 6
+    broken = [s for s in scores if s["video"].endswith("broken.mp4")]
+    assert len(broken) == 1 and "cannot" in broken[0]["error"]
+    readable = sorted((s for s in scores if "clip_score" in s), key=lambda s: s["clip_score"], reverse=True)
+    kept = video_filter.read_jsonl(output)
+    assert len(kept) == 3  # ceil(0.5 * 5 readable)
+    assert [k["video"] for k in kept] == [s["video"] for s in readable[:3]]
+    assert all(k["clip_score"] == s["clip_score"] for k, s in zip(kept, readable))
+
+    # Resume: nothing is scored again, and a changed alpha reuses every score.
+    monkeypatch.setattr(video_filter, "clip_score", lambda *a: pytest.fail("re-scored a video"))
+    assert filter_main(["--input", str(manifest), "--output", output, "--alpha", "0.2", "--clip", clip_dir]) == 0
+    assert [k["video"] for k in video_filter.read_jsonl(output)] == [readable[0]["video"]]
+
+
+def test_filter_rejects_bad_alpha(clip_dir, dataset):
+    folder, manifest = dataset
+    with pytest.raises(ValueError, match="fraction of videos to keep"):
+        filter_main(["--input", str(manifest), "--output", str(folder / "k.jsonl"), "--alpha", "1.5",
+                     "--clip", clip_dir])
+
+
+def test_video_filter_node_in_comfyui(comfy_server, clip_dir, dataset):
+    folder, manifest = dataset
+    output = str(folder / "node_kept.jsonl")
+    outputs = comfy_server.run({"f": {"class_type": "ETCVideoFilter", "inputs": {
+        "manifest": str(manifest), "output": output, "alpha": 0.4, "clip_path": clip_dir, "frames": 2}}})
+    assert outputs["f"]["text"] == ["kept 2 of 6"]
+    assert len(video_filter.read_jsonl(output)) == 2
