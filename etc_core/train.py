@@ -1,0 +1,244 @@
+"""ETC fine-tuning (section 4.2, appendix E.2): ``python -m etc_core.train --config FILE [--resume]``.
+
+The UNet and the FPS module train; the VAE and the text encoder are frozen. Frames are packed into one
+grid (eq. 1), the mixed embedding is added to the UNet input and the FPS embedding to the timestep
+embedding, with the same modules as inference. The loss target follows the base model's prediction type.
+Multi-GPU and multi-node runs go through ``accelerate launch`` (DeepSpeed ZeRO-2 with CPU offload:
+``configs/accelerate_deepspeed_zero2.yaml``). Checkpoints are written atomically every
+``checkpoint_every`` steps; ``--resume`` restores model, optimizer, scheduler and RNG state and the data
+position (samples are a function of (seed, index)), so a resumed run ends as an uninterrupted one.
+"""
+import argparse
+import dataclasses
+import glob
+import json
+import os
+import shutil
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from .data import TripleData
+from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
+from .grid import pack, parse_layout
+from .mixed_embedding import MixedEmbeddingInput
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    pretrained: str                      # local diffusers folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/
+    output_dir: str
+    video_manifest: str = None
+    image_manifest: str = None
+    label_folder: str = None
+    ratios: tuple = (1.0, 1.0, 1.0)      # video, image, label
+    frames: int = 16
+    layout: str = "auto"
+    resolution: int = 256
+    theta: float = 10000.0
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.9)
+    weight_decay: float = 0.03
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 15000
+    checkpoint_every: int = 500
+    mixed_precision: str = "no"          # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    seed: int = 0
+
+    @classmethod
+    def from_file(cls, path: str) -> "TrainConfig":
+        with open(path) as f:
+            values = json.load(f)
+        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        return cls(**values)
+
+    def run_identity(self) -> dict:
+        """What makes two runs the same run (the step budget and checkpoint cadence may change on resume)."""
+        values = dataclasses.asdict(self)
+        for key in ("max_steps", "checkpoint_every", "output_dir"):
+            values.pop(key)
+        return json.loads(json.dumps(values))
+
+
+def load_models(pretrained: str):
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+    load = dict(local_files_only=True)
+    return (UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", **load),
+            AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **load),
+            CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **load),
+            CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **load),
+            DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler", **load))
+
+
+class ETCTrainer:
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        from accelerate import Accelerator
+        self.config = config
+        self._claim_output_dir(resume)
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                                       gradient_accumulation_steps=config.gradient_accumulation_steps)
+        self.rows, self.cols = parse_layout(config.frames, config.layout)
+        unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler = load_models(config.pretrained)
+        self.base_model = base_model_fingerprint(unet)
+        self.vae.requires_grad_(False).eval()
+        self.text_encoder.requires_grad_(False).eval()
+        if config.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        with torch.random.fork_rng(devices=[]):  # the new MLP's init depends on the seed alone
+            torch.manual_seed(config.seed)
+            self.fps_module = FPSEmbedding(unet.time_embedding.linear_2.out_features)
+        unet.conv_in = MixedEmbeddingInput(unet.conv_in, self.rows, self.cols, config.theta)
+        unet.time_embedding = FPSConditionedTimeEmbedding(unet.time_embedding, self.fps_module, fps=0.0)
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, betas=tuple(config.betas),
+                                      weight_decay=config.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        self.unet, self.optimizer, self.schedule = self.accelerator.prepare(unet, optimizer, schedule)
+        device = self.accelerator.device
+        self.vae.to(device)
+        self.text_encoder.to(device)
+        self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
+                               config.label_folder, config.ratios, config.seed)
+        self.step = 0
+        if resume:
+            self._load_latest()
+
+    # -- run folder -------------------------------------------------------------------------------------
+    def _claim_output_dir(self, resume: bool):
+        path = os.path.join(self.config.output_dir, "run.json")
+        identity = self.config.run_identity()
+        if os.path.exists(path):
+            with open(path) as f:
+                existing = json.load(f)
+            if existing != identity:
+                raise ValueError(f"output_dir {self.config.output_dir} holds a different run (run.json differs); "
+                                 "pick a new output_dir, or use the same config to resume")
+            if not resume and glob.glob(os.path.join(self.config.output_dir, "checkpoint-*")):
+                raise ValueError(f"output_dir {self.config.output_dir} already has checkpoints; pass --resume to "
+                                 "continue that run, or pick a new output_dir")
+        os.makedirs(self.config.output_dir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(identity, f, indent=1)
+
+    def checkpoints(self):
+        found = glob.glob(os.path.join(self.config.output_dir, "checkpoint-*"))
+        return sorted((p for p in found if not p.endswith(".partial")), key=lambda p: int(p.rsplit("-", 1)[1]))
+
+    def _load_latest(self):
+        checkpoints = self.checkpoints()
+        if checkpoints:
+            self.accelerator.load_state(checkpoints[-1])
+            with open(os.path.join(checkpoints[-1], "trainer_state.json")) as f:
+                self.step = json.load(f)["step"]
+
+    def save_checkpoint(self) -> str:
+        final = os.path.join(self.config.output_dir, f"checkpoint-{self.step}")
+        partial = final + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        self.accelerator.save_state(partial)
+        if self.accelerator.is_main_process:
+            with open(os.path.join(partial, "trainer_state.json"), "w") as f:
+                json.dump({"step": self.step, "base_model": self.base_model}, f)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    # -- training ---------------------------------------------------------------------------------------
+    def encode(self, batch, generator):
+        device = self.accelerator.device
+        with torch.no_grad():
+            pixels = batch["pixels"].to(device)
+            b, t = pixels.shape[:2]
+            latents = self.vae.encode(pixels.flatten(0, 1)).latent_dist.sample(generator)
+            latents = latents * self.vae.config.scaling_factor
+            grid = pack(latents.view(b, t, *latents.shape[1:]), self.rows, self.cols)
+            tokens = self.tokenizer(batch["captions"], padding="max_length", truncation=True,
+                                    max_length=self.tokenizer.model_max_length, return_tensors="pt")
+            text = self.text_encoder(tokens.input_ids.to(device))[0]
+        return grid, text
+
+    def loss(self, batch, generator):
+        """The diffusion loss of one batch, with noise and timesteps drawn from ``generator``."""
+        grid, text = self.encode(batch, generator)
+        noise = torch.randn(grid.shape, generator=generator, device=grid.device)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (grid.shape[0],),
+                                  generator=generator, device=grid.device)
+        noisy = self.noise_scheduler.add_noise(grid, noise, timesteps)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(grid, noise, timesteps)
+        else:
+            target = noise
+        self.accelerator.unwrap_model(self.unet).time_embedding.fps = batch["fps"].to(grid.device)
+        prediction = self.unet(noisy, timesteps, text).sample
+        return F.mse_loss(prediction.float(), target.float())
+
+    def _generator(self, step: int, micro: int, rank: int):
+        """Noise, timesteps and VAE samples of one micro-batch depend on (seed, step, micro, rank) only."""
+        seed = ((self.config.seed * 1_000_003 + step) * 1_009 + micro) * 4_099 + rank
+        return torch.Generator(self.accelerator.device).manual_seed(seed)
+
+    def _batch_indices(self, micro: int):
+        c = self.config
+        first = ((self.step * c.gradient_accumulation_steps + micro) * self.accelerator.num_processes
+                 + self.accelerator.process_index) * c.batch_size
+        return range(first, first + c.batch_size)
+
+    def train(self, progress=None, should_stop=lambda: False):
+        """Run to ``max_steps``; returns the losses of this call's steps."""
+        losses = []
+        self.unet.train()
+        while self.step < self.config.max_steps:
+            for micro in range(self.config.gradient_accumulation_steps):
+                with self.accelerator.accumulate(self.unet):
+                    batch = self.data.batch(self._batch_indices(micro))
+                    loss = self.loss(batch, self._generator(self.step, micro, self.accelerator.process_index))
+                    self.accelerator.backward(loss)
+                    self.optimizer.step()
+                    self.schedule.step()
+                    self.optimizer.zero_grad()
+            self.step += 1
+            losses.append(float(loss.detach()))
+            if progress:
+                progress(self.step, self.config.max_steps, losses[-1])
+            if self.step % self.config.checkpoint_every == 0 or should_stop():
+                self.save_checkpoint()
+            if should_stop():
+                break
+        return losses
+
+    def export(self) -> str:
+        """``final/unet`` (diffusers format) and ``final/etc_fps.safetensors``; returns the folder."""
+        folder = os.path.join(self.config.output_dir, "final")
+        unet = self.accelerator.unwrap_model(self.unet)
+        if self.accelerator.is_main_process:
+            conv, temb = unet.conv_in, unet.time_embedding
+            unet.conv_in, unet.time_embedding = conv.conv, temb.time_embed
+            try:
+                unet.save_pretrained(os.path.join(folder, "unet"))
+            finally:
+                unet.conv_in, unet.time_embedding = conv, temb
+            save_fps_module(os.path.join(folder, "etc_fps.safetensors"), self.fps_module,
+                            frames=self.config.frames, layout=f"{self.rows}x{self.cols}", theta=self.config.theta,
+                            base_model=self.base_model)
+        return folder
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="JSON file with the TrainConfig fields")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    args = parser.parse_args(argv)
+    trainer = ETCTrainer(TrainConfig.from_file(args.config), resume=args.resume)
+    trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.4f}", file=sys.stderr, flush=True))
+    print(trainer.export())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""ETC trainer on a tiny Stable-Diffusion-layout model and synthetic triple data (CPU)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from etc_core.data import TripleData, video_frame_indices
+from etc_core.train import ETCTrainer, TrainConfig, main as train_main
+from etc_core import load_fps_module
+from tiny_diffusers import write_synthetic_data, write_tiny_sd
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return str(write_tiny_sd(str(root / "sd"))), write_synthetic_data(str(root / "data"))
+
+
+def _config(setup, out, **overrides):
+    pretrained, data = setup
+    values = dict(pretrained=pretrained, output_dir=str(out), frames=4, layout="2x2", resolution=32, lr=1e-3,
+                  max_steps=6, checkpoint_every=3, seed=3, **data)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_fps_sampling_never_exceeds_the_clip_rate():
+    rng = np.random.default_rng(0)
+    for clip_fps, total in ((24.0, 200), (8.0, 40), (60.0, 1000)):
+        for _ in range(50):
+            indices, fps = video_frame_indices(clip_fps, total, 16, rng)
+            assert fps <= clip_fps and fps in (1, 2, 4, 8, 15, 30, 60)
+            assert len(indices) == 16 and max(indices) < total and indices == sorted(indices)
+
+
+def test_triple_data_kinds_and_fps(setup):
+    _, data = setup
+    triple = TripleData(4, 32, seed=1, **data)
+    kinds = {}
+    for i in range(30):
+        s = triple.sample(i)
+        assert s["pixels"].shape == (4, 3, 32, 32) and s["pixels"].min() >= -1 and s["pixels"].max() <= 1
+        kinds.setdefault(s["kind"], set()).add(s["fps"])
+        if s["kind"] == "image":
+            assert torch.equal(s["pixels"][0], s["pixels"][3])
+        if s["kind"] == "label":
+            assert not torch.equal(s["pixels"][0], s["pixels"][1])
+    assert kinds["image"] == {120.0} and kinds["label"] == {0.0} and kinds["video"] <= {1.0, 2.0, 4.0, 8.0, 15.0}
+    assert torch.equal(triple.sample(7)["pixels"], TripleData(4, 32, seed=1, **data).sample(7)["pixels"])
+
+
+def test_loss_falls(setup, tmp_path):
+    trainer = ETCTrainer(_config(setup, tmp_path, max_steps=40, checkpoint_every=1000, lr=2e-3))
+    fixed = trainer.data.batch(range(1000, 1004))
+
+    def eval_loss():
+        trainer.unet.eval()
+        with torch.no_grad():
+            value = sum(float(trainer.loss(fixed, trainer._generator(10**6, k, 0))) for k in range(4)) / 4
+        trainer.unet.train()
+        return value
+
+    before = eval_loss()
+    trainer.train()
+    assert eval_loss() < 0.8 * before
+
+
+def test_killed_and_resumed_run_ends_equal_to_uninterrupted(setup, tmp_path):
+    straight = ETCTrainer(_config(setup, tmp_path / "a"))
+    straight.train()
+
+    first = ETCTrainer(_config(setup, tmp_path / "b"))
+    first.train(should_stop=lambda: first.step == 3)  # "killed" after the step-3 checkpoint
+    assert [p.rsplit("-", 1)[1] for p in first.checkpoints()] == ["3"]
+    resumed = ETCTrainer(_config(setup, tmp_path / "b"), resume=True)
+    assert resumed.step == 3
+    resumed.train()
+    a, b = straight.unet.state_dict(), resumed.unet.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], ETCTrainer(_config(setup, tmp_path / "c")).unet.state_dict()[k]) for k in a)
+
+
+def test_output_dir_of_another_run_is_refused(setup, tmp_path):
+    ETCTrainer(_config(setup, tmp_path)).train()
+    with pytest.raises(ValueError, match="holds a different run"):
+        ETCTrainer(_config(setup, tmp_path, lr=5e-4))
+    with pytest.raises(ValueError, match="pass --resume"):
+        ETCTrainer(_config(setup, tmp_path))
+
+
+def test_cli_trains_and_exports(setup, tmp_path, capsys):
+    config = _config(setup, tmp_path / "run", max_steps=2, checkpoint_every=2)
+    path = tmp_path / "config.json"
+    values = {k: v for k, v in config.__dict__.items()}
+    path.write_text(json.dumps(values))
+    assert train_main(["--config", str(path)]) == 0
+    final = capsys.readouterr().out.strip()
+    from diffusers import UNet2DConditionModel
+    unet = UNet2DConditionModel.from_pretrained(f"{final}/unet")
+    module, meta = load_fps_module(f"{final}/etc_fps.safetensors")
+    assert meta["layout"] == "2x2" and meta["frames"] == "4"
+    assert not torch.equal(module.mlp[-1].weight, torch.zeros_like(module.mlp[-1].weight))  # it trained
+    assert unet.conv_in.weight.shape[0] == 32
