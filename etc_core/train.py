@@ -14,6 +14,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import sys
 
 import torch
@@ -234,8 +235,20 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="JSON file with the TrainConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     args = parser.parse_args(argv)
-    trainer = ETCTrainer(TrainConfig.from_file(args.config), resume=args.resume)
-    trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.4f}", file=sys.stderr, flush=True))
+    stop = []
+    # SIGTERM / Ctrl-C: finish the step, write a checkpoint, exit; --resume continues from it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    try:
+        trainer = ETCTrainer(TrainConfig.from_file(args.config), resume=args.resume)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr, flush=True),
+                  should_stop=lambda: bool(stop))
+    if stop:
+        print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoints()[-1]}", file=sys.stderr)
+        return 3
     print(trainer.export())
     return 0
 

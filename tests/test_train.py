@@ -102,3 +102,48 @@ def test_cli_trains_and_exports(setup, tmp_path, capsys):
     assert meta["layout"] == "2x2" and meta["frames"] == "4"
     assert not torch.equal(module.mlp[-1].weight, torch.zeros_like(module.mlp[-1].weight))  # it trained
     assert unet.conv_in.weight.shape[0] == 32
+
+
+def _trainer_node(setup, out, **overrides):
+    pretrained, data = setup
+    inputs = dict(pretrained=pretrained, output_dir=str(out), frames=4, layout="2x2", resolution=32, lr=1e-3,
+                  batch_size=1, gradient_accumulation_steps=1, max_steps=3, checkpoint_every=2, mixed_precision="no",
+                  gradient_checkpointing=False, seed=3, resume=False, num_processes=1, **data)
+    inputs.update(overrides)
+    return {"train": {"class_type": "ETCTrainer", "inputs": inputs},
+            "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": f"curve_{out.name}",
+                                                                        "image": ["train", 1]}}}
+
+
+def test_trainer_node_runs_accelerate_and_returns_export_and_loss_curve(comfy_server, setup, tmp_path):
+    from safetensors.torch import load_file
+    outputs = comfy_server.run(_trainer_node(setup, tmp_path / "node_run"), timeout=900)
+    assert outputs["train"]["text"][0].startswith("3 steps -> ")
+    assert outputs["train"]["text"][0].endswith("node_run/final")
+    curve = load_file(comfy_server.output_path("curve_node_run.safetensors"))["image"]
+    assert curve.shape == (1, 320, 640, 3) and curve.min() < 0.5  # a line was drawn
+    load_fps_module(str(tmp_path / "node_run" / "final" / "etc_fps.safetensors"))
+    with pytest.raises(Exception, match="holds a different run"):
+        comfy_server.run(_trainer_node(setup, tmp_path / "node_run", lr=5e-4, max_steps=4))
+
+
+def test_cancelling_the_prompt_stops_training_with_a_resumable_checkpoint(comfy_server, setup, tmp_path):
+    import time
+    import urllib.request
+    out = tmp_path / "cancel_run"
+    prompt_id = comfy_server.queue(_trainer_node(setup, out, max_steps=100000, checkpoint_every=100000))
+    deadline = time.time() + 300
+    while not list(out.glob("launch_config.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(8)  # let it take a few steps
+    urllib.request.urlopen(urllib.request.Request(comfy_server.url + "/interrupt", data=b"", method="POST"))
+    history = {}
+    while prompt_id not in history and time.time() < deadline:
+        time.sleep(0.5)
+        history = comfy_server.get(f"/history/{prompt_id}")
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and not checkpoints[0].name.endswith(".partial")
+    stopped_at = int(checkpoints[0].name.split("-")[1])
+    assert 0 < stopped_at < 100000
+    resumed = ETCTrainer(TrainConfig.from_file(str(out / "launch_config.json")), resume=True)
+    assert resumed.step == stopped_at
