@@ -125,3 +125,28 @@ def test_timestep_embedding_matches_diffusers():
     from diffusers.models.embeddings import Timesteps
     t = torch.tensor([0.0, 1.0, 8.0, 120.0, 999.0])
     assert torch.allclose(timestep_embedding(t, 32), Timesteps(32, True, 0)(t), atol=1e-6)
+
+
+def _smooth_frames(frames, h, w, seed):
+    """Frames of smooth content, each a different colour field: alike inside, unlike across frames."""
+    g = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    out = []
+    for _ in range(frames):
+        a, b, c = torch.rand(3, 3, generator=g)
+        out.append(a.view(3, 1, 1) + 0.2 * b.view(3, 1, 1) * x + 0.2 * c.view(3, 1, 1) * y)
+    return torch.stack(out)
+
+
+def test_boundary_error_metric():
+    from etc_core import boundary_error_rate, boundary_ok
+    good = [pack(_smooth_frames(8, 16, 12, s), 2, 4) for s in range(5)]
+    assert boundary_error_rate(good, 2, 4) == 0.0
+    # Frames generated at the wrong size (14 px wide instead of 12): seams fall in the wrong places.
+    shifted = pack(_smooth_frames(8, 16, 14, 0), 2, 4)[:, :, :48]
+    assert not boundary_ok(shifted, 2, 4)
+    # One picture across the whole grid: no seams at all, so the strongest "seams" are noise.
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 48), indexing="ij")
+    whole = torch.stack([x, y, x * y]) + 0.01 * torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(1))
+    assert not boundary_ok(whole, 2, 4)
+    assert boundary_error_rate(good[:3] + [shifted], 2, 4) == 0.25
