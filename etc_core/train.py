@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TripleData
+from .export import save_comfyui_unet
 from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
 from .grid import pack, parse_layout
 from .mixed_embedding import MixedEmbeddingInput
@@ -214,7 +215,8 @@ class ETCTrainer:
         return losses
 
     def export(self) -> str:
-        """``final/unet`` (diffusers format) and ``final/etc_fps.safetensors``; returns the folder."""
+        """``final/unet`` (diffusers), ``final/etc_unet_comfyui.safetensors`` (for ComfyUI's models/unet,
+        when the UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder."""
         folder = os.path.join(self.config.output_dir, "final")
         unet = self.accelerator.unwrap_model(self.unet)
         if self.accelerator.is_main_process:
@@ -222,6 +224,8 @@ class ETCTrainer:
             unet.conv_in, unet.time_embedding = conv.conv, temb.time_embed
             try:
                 unet.save_pretrained(os.path.join(folder, "unet"))
+                if len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2:
+                    save_comfyui_unet(os.path.join(folder, "etc_unet_comfyui.safetensors"), unet)
             finally:
                 unet.conv_in, unet.time_embedding = conv, temb
             save_fps_module(os.path.join(folder, "etc_fps.safetensors"), self.fps_module,

@@ -147,3 +147,35 @@ def test_cancelling_the_prompt_stops_training_with_a_resumable_checkpoint(comfy_
     assert 0 < stopped_at < 100000
     resumed = ETCTrainer(TrainConfig.from_file(str(out / "launch_config.json")), resume=True)
     assert resumed.step == stopped_at
+
+
+def test_exported_unet_loads_in_comfyui_and_samples_with_etc_nodes(comfy_server, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+    from tiny_diffusers import write_synthetic_data, write_tiny_sd
+    pretrained = write_tiny_sd(str(tmp_path / "sd"), sd_layout=True)
+    data = write_synthetic_data(str(tmp_path / "data"))
+    config = TrainConfig(pretrained=pretrained, output_dir=str(tmp_path / "run"), frames=4, layout="2x2",
+                         resolution=32, max_steps=1, checkpoint_every=10, **data)
+    trainer = ETCTrainer(config)
+    trainer.train()
+    final = trainer.export()
+    shutil.copy(f"{final}/etc_unet_comfyui.safetensors", f"{comfy_server.base}/models/unet/etc_trained.safetensors")
+    shutil.copy(f"{final}/etc_fps.safetensors", f"{comfy_server.base}/models/etc/etc_trained_fps.safetensors")
+    loader_inputs = {"unet_name": "etc_trained.safetensors"}
+    if "weight_dtype" in comfy_server.get("/object_info/UNETLoader")["UNETLoader"]["input"]["required"]:
+        loader_inputs["weight_dtype"] = "default"
+    g = {"unet": {"class_type": "UNETLoader", "inputs": loader_inputs},
+         "vae": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
+         "pos": {"class_type": "ETCVCUTTestRandomConditioning", "inputs": {"seed": 1, "dim": 1024, "tokens": 77}},
+         "neg": {"class_type": "ETCVCUTTestRandomConditioning", "inputs": {"seed": 2, "dim": 1024, "tokens": 77}},
+         "etc": {"class_type": "ETCSampler", "inputs": {
+             "model": ["unet", 0], "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["vae", 2], "frames": 4,
+             "layout": "2x2", "frame_width": 32, "frame_height": 32, "batch_size": 1, "seed": 0, "steps": 2,
+             "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal", "theta": 10000.0, "me_strength": 1.0,
+             "fps": 8, "fps_weights": "etc_trained_fps.safetensors"}},
+         "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "trained_etc", "image": ["etc", 0]}}}
+    comfy_server.run(g)
+    image = load_file(comfy_server.output_path("trained_etc.safetensors"))["image"]
+    assert image.shape == (4, 32, 32, 3) and torch.isfinite(image).all()

@@ -13,20 +13,32 @@ def clip_tokenizer():
     return CLIPTokenizer(os.path.join(vocab, "vocab.json"), os.path.join(vocab, "merges.txt"), model_max_length=77)
 
 
-def write_tiny_sd(path: str, prediction_type: str = "epsilon") -> str:
-    """A Stable-Diffusion-layout folder (unet, vae, text_encoder, tokenizer, scheduler) with random weights."""
+def write_tiny_sd(path: str, prediction_type: str = "epsilon", sd_layout: bool = False) -> str:
+    """A Stable-Diffusion-layout folder (unet, vae, text_encoder, tokenizer, scheduler) with random weights.
+
+    ``sd_layout``: a UNet with SD 2.x's block layout, width 320 and 1024-d text context (what ComfyUI's
+    model detection recognises as SD 2.x), at one width throughout so a CPU trains it in seconds.
+    """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
-    UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-                         block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-                         attention_head_dim=8, norm_num_groups=32).save_pretrained(os.path.join(path, "unet"))
+    if sd_layout:
+        unet = UNet2DConditionModel(sample_size=8, block_out_channels=(320,) * 4, layers_per_block=2,
+                                    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                                    cross_attention_dim=1024, attention_head_dim=5, use_linear_projection=True)
+    else:
+        unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                                    block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
+                                    attention_head_dim=8, norm_num_groups=32)
+    unet.save_pretrained(os.path.join(path, "unet"))
+    hidden = 1024 if sd_layout else 32
     AutoencoderKL(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
                   up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=1,
                   norm_num_groups=32).save_pretrained(os.path.join(path, "vae"))
-    CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
-                                 max_position_embeddings=77)).save_pretrained(os.path.join(path, "text_encoder"))
+    CLIPTextModel(CLIPTextConfig(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
+                                 num_attention_heads=2, max_position_embeddings=77)).save_pretrained(os.path.join(path, "text_encoder"))
     clip_tokenizer().save_pretrained(os.path.join(path, "tokenizer"))
     DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                   prediction_type=prediction_type).save_pretrained(os.path.join(path, "scheduler"))

@@ -1,0 +1,60 @@
+"""diffusers ``UNet2DConditionModel`` -> the original (LDM) key layout that ComfyUI's stock
+"Load Diffusion Model" (UNETLoader) node reads from ``ComfyUI/models/unet``.
+
+The key table is the standard Stable Diffusion one (4 levels, 2 ResNets per level, attention in the
+first three down levels and the last three up levels), so it applies to SD 2.x layouts.
+"""
+from safetensors.torch import save_file
+
+_TOP = [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
+_RESNET = [("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", "norm2"),
+           ("out_layers.3", "conv2"), ("emb_layers.1", "time_emb_proj"), ("skip_connection", "conv_shortcut")]
+
+
+def _layer_prefixes():
+    pairs = []
+    for i in range(4):
+        for j in range(2):
+            pairs.append((f"input_blocks.{3 * i + j + 1}.0.", f"down_blocks.{i}.resnets.{j}."))
+            if i < 3:
+                pairs.append((f"input_blocks.{3 * i + j + 1}.1.", f"down_blocks.{i}.attentions.{j}."))
+        for j in range(3):
+            pairs.append((f"output_blocks.{3 * i + j}.0.", f"up_blocks.{i}.resnets.{j}."))
+            if i > 0:
+                pairs.append((f"output_blocks.{3 * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
+        if i < 3:
+            pairs.append((f"input_blocks.{3 * (i + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
+            pairs.append((f"output_blocks.{3 * i + 2}.{1 if i == 0 else 2}.", f"up_blocks.{i}.upsamplers.0."))
+    pairs.append(("middle_block.1.", "mid_block.attentions.0."))
+    pairs += [(f"middle_block.{2 * j}.", f"mid_block.resnets.{j}.") for j in range(2)]
+    return pairs
+
+
+def unet_to_ldm(state_dict: dict) -> dict:
+    """Rename a diffusers UNet state dict to LDM keys (``input_blocks...``, no prefix)."""
+    layers = _layer_prefixes()
+    out = {}
+    for key, value in state_dict.items():
+        new = key
+        for ldm, hf in _TOP:
+            if new.startswith(hf):
+                new = ldm + new[len(hf):]
+        if "resnets" in new:
+            for ldm, hf in _RESNET:
+                new = new.replace(hf, ldm)
+        for ldm, hf in layers:
+            if new.startswith(hf):
+                new = ldm + new[len(hf):]
+        out[new] = value
+    unmapped = [k for k in out if k.startswith(("down_blocks", "up_blocks", "mid_block"))]
+    if unmapped:
+        raise ValueError(f"this UNet does not have the Stable Diffusion layout (unmapped: {unmapped[:3]})")
+    return out
+
+
+def save_comfyui_unet(path: str, unet) -> str:
+    """Write ``unet`` (diffusers, unwrapped) as an LDM-layout safetensors for ComfyUI's models/unet."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in unet_to_ldm(unet.state_dict()).items()}
+    save_file(tensors, path)
+    return path
