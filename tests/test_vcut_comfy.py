@@ -98,3 +98,36 @@ def test_not_svd_model_gets_clear_error(comfy_server):
          "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "x", "latent": ["sample", 0]}}}
     with pytest.raises(Exception, match="not a Stable Video Diffusion UNet"):
         comfy_server.run(g)
+
+
+def _with_sampler(graph, kind):
+    """Swap the graph's KSampler for KSamplerAdvanced or SamplerCustom (same model, noise and schedule)."""
+    inputs = graph["sample"]["inputs"]
+    common = {"model": inputs["model"], "cfg": inputs["cfg"], "positive": inputs["positive"],
+              "negative": inputs["negative"], "latent_image": inputs["latent_image"]}
+    if kind == "KSamplerAdvanced":
+        graph["sample"] = {"class_type": kind, "inputs": dict(
+            common, add_noise="enable", noise_seed=inputs["seed"], steps=inputs["steps"],
+            sampler_name=inputs["sampler_name"], scheduler=inputs["scheduler"], start_at_step=0,
+            end_at_step=10000, return_with_leftover_noise="disable")}
+    else:
+        graph["sigmas"] = {"class_type": "KarrasScheduler", "inputs": {"steps": inputs["steps"], "sigma_max": 700.0,
+                                                                       "sigma_min": 0.002, "rho": 7.0}}
+        graph["select"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": inputs["sampler_name"]}}
+        graph["sample"] = {"class_type": kind, "inputs": dict(common, add_noise=True, noise_seed=inputs["seed"],
+                                                              sampler=["select", 0], sigmas=["sigmas", 0])}
+    return graph
+
+
+@pytest.mark.parametrize("kind", ["KSamplerAdvanced", "SamplerCustom"])
+def test_other_samplers_exact_linear_and_cutoff_passes(comfy_server, kind):
+    def run(prefix, **kwargs):
+        comfy_server.run(_with_sampler(svd_graph(steps=STEPS, prefix=prefix, **kwargs), kind))
+        return load_file(comfy_server.output_path(f"{prefix}.safetensors"))["latent"]
+
+    base = run(f"{kind}_base")
+    assert _close(base, run(f"{kind}_linear", vcut=("linear", "linear")))
+    run(f"{kind}_cut", vcut=("linear", "drop"), cutoff=2, count_file=f"{kind}_passes.json")
+    with open(comfy_server.output_path(f"{kind}_passes.json")) as f:
+        batches = [call["batch"] for call in json.load(f)]
+    assert batches == [8, 8] + [4] * (STEPS - 2)
