@@ -26,7 +26,7 @@ def test_svd_checkpoint_loads_with_image_only_loader_and_vcut_is_exact(comfy_ser
     base = load_file(comfy_server.output_path("ckpt_svd_base.safetensors"))["latent"]
     vcut = load_file(comfy_server.output_path("ckpt_svd_vcut.safetensors"))["latent"]
     assert base.shape == (4, 4, 8, 8)
-    assert (base - vcut).abs().max() <= 1e-5 * max(1.0, base.abs().max().item())
+    assert (base - vcut).abs().max() <= 1e-5
     assert "SVD_img2vid" in comfy_server.log()  # detected as SVD by ComfyUI's model detection
 
 
