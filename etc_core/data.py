@@ -97,11 +97,12 @@ class TripleData:
             entry = self.images[int(rng.integers(len(self.images)))]
             frame = resize_crop(_read_image(entry["image"]), self.resolution)
             return {"pixels": _to_tensor([frame] * self.frames), "caption": entry["caption"], "fps": float(IMAGE_FPS),
-                    "kind": kind}
+                    "kind": kind, "keys": [f"{entry['image']}@{self.resolution}"] * self.frames}
         label = sorted(self.labels)[int(rng.integers(len(self.labels)))]
         files = rng.choice(self.labels[label], size=self.frames, replace=False)
         frames = [resize_crop(_read_image(f), self.resolution) for f in files]
-        return {"pixels": _to_tensor(frames), "caption": label.replace("_", " "), "fps": float(LABEL_FPS), "kind": kind}
+        return {"pixels": _to_tensor(frames), "caption": label.replace("_", " "), "fps": float(LABEL_FPS), "kind": kind,
+                "keys": [f"{f}@{self.resolution}" for f in files]}
 
     def _video(self, entry, rng):
         import cv2
@@ -121,9 +122,11 @@ class TripleData:
                 frames.append(resize_crop(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.resolution))
         finally:
             capture.release()
-        return {"pixels": _to_tensor(frames), "caption": entry["caption"], "fps": fps, "kind": "video"}
+        return {"pixels": _to_tensor(frames), "caption": entry["caption"], "fps": fps, "kind": "video",
+                "keys": [f"{entry['video']}#{i}@{self.resolution}" for i in indices]}
 
     def batch(self, indices) -> dict:
         samples = [self.sample(i) for i in indices]
         return {"pixels": torch.stack([s["pixels"] for s in samples]), "captions": [s["caption"] for s in samples],
-                "fps": torch.tensor([s["fps"] for s in samples]), "kinds": [s["kind"] for s in samples]}
+                "fps": torch.tensor([s["fps"] for s in samples]), "kinds": [s["kind"] for s in samples],
+                "keys": [key for s in samples for key in s["keys"]]}

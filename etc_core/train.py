@@ -11,6 +11,7 @@ position (samples are a function of (seed, index)), so a resumed run ends as an 
 import argparse
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from .data import TripleData
 from .export import save_comfyui_unet
@@ -48,6 +50,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     mixed_precision: str = "no"          # no | fp16 | bf16
     gradient_checkpointing: bool = False
+    cache_latents: bool = False          # keep each frame's VAE posterior on disk (output_dir/latent_cache)
+    ema_decay: float = 0.0               # 0: off; else the exported weights are the EMA
     seed: int = 0
 
     @classmethod
@@ -106,6 +110,9 @@ class ETCTrainer:
         self.text_encoder.to(device)
         self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
                                config.label_folder, config.ratios, config.seed)
+        trainable = [p for p in self.accelerator.unwrap_model(self.unet).parameters() if p.requires_grad]
+        self.ema = [p.detach().clone() for p in trainable] if config.ema_decay > 0 else None
+        self._trainable = trainable
         self.step = 0
         if resume:
             self._load_latest()
@@ -137,6 +144,10 @@ class ETCTrainer:
             self.accelerator.load_state(checkpoints[-1])
             with open(os.path.join(checkpoints[-1], "trainer_state.json")) as f:
                 self.step = json.load(f)["step"]
+            if self.ema is not None:
+                saved = load_file(os.path.join(checkpoints[-1], "ema.safetensors"))
+                for i, tensor in enumerate(self.ema):
+                    tensor.copy_(saved[str(i)])
 
     def save_checkpoint(self) -> str:
         final = os.path.join(self.config.output_dir, f"checkpoint-{self.step}")
@@ -146,19 +157,40 @@ class ETCTrainer:
         if self.accelerator.is_main_process:
             with open(os.path.join(partial, "trainer_state.json"), "w") as f:
                 json.dump({"step": self.step, "base_model": self.base_model}, f)
+            if self.ema is not None:
+                save_file({str(i): t.detach().cpu().contiguous() for i, t in enumerate(self.ema)},
+                          os.path.join(partial, "ema.safetensors"))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
         self.accelerator.wait_for_everyone()
         return final
 
     # -- training ---------------------------------------------------------------------------------------
+    def _frame_posterior(self, key: str, frame: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior parameters of one frame, from output_dir/latent_cache when present."""
+        path = os.path.join(self.config.output_dir, "latent_cache",
+                            hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+        if os.path.exists(path):
+            return load_file(path)["parameters"].to(frame.device)
+        parameters = self.vae.encode(frame[None]).latent_dist.parameters[0]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_file({"parameters": parameters.detach().cpu().contiguous()}, path + ".partial")
+        os.replace(path + ".partial", path)
+        return parameters
+
     def encode(self, batch, generator):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
         device = self.accelerator.device
         with torch.no_grad():
             pixels = batch["pixels"].to(device)
             b, t = pixels.shape[:2]
-            latents = self.vae.encode(pixels.flatten(0, 1)).latent_dist.sample(generator)
-            latents = latents * self.vae.config.scaling_factor
+            frames = pixels.flatten(0, 1)
+            if self.config.cache_latents:
+                posterior = DiagonalGaussianDistribution(torch.stack(
+                    [self._frame_posterior(key, frame) for key, frame in zip(batch["keys"], frames)]))
+            else:
+                posterior = self.vae.encode(frames).latent_dist
+            latents = posterior.sample(generator) * self.vae.config.scaling_factor
             grid = pack(latents.view(b, t, *latents.shape[1:]), self.rows, self.cols)
             tokens = self.tokenizer(batch["captions"], padding="max_length", truncation=True,
                                     max_length=self.tokenizer.model_max_length, return_tensors="pt")
@@ -204,6 +236,9 @@ class ETCTrainer:
                     self.optimizer.step()
                     self.schedule.step()
                     self.optimizer.zero_grad()
+            if self.ema is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(self.ema, [p.detach() for p in self._trainable], 1 - self.config.ema_decay)
             self.step += 1
             losses.append(float(loss.detach()))
             if progress:
@@ -219,6 +254,11 @@ class ETCTrainer:
         when the UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder."""
         folder = os.path.join(self.config.output_dir, "final")
         unet = self.accelerator.unwrap_model(self.unet)
+        live = None
+        if self.ema is not None:  # export the EMA weights, then put the live ones back
+            live = [p.detach().clone() for p in self._trainable]
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self._trainable], self.ema)
         if self.accelerator.is_main_process:
             conv, temb = unet.conv_in, unet.time_embedding
             unet.conv_in, unet.time_embedding = conv.conv, temb.time_embed
@@ -231,6 +271,9 @@ class ETCTrainer:
             save_fps_module(os.path.join(folder, "etc_fps.safetensors"), self.fps_module,
                             frames=self.config.frames, layout=f"{self.rows}x{self.cols}", theta=self.config.theta,
                             base_model=self.base_model)
+        if live is not None:
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in self._trainable], live)
         return folder
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The main job on the embedded default: every example workflow of the pack, queued headless over
-ComfyUI's HTTP API, with the tiny seeded models the test fixture pack builds (no download).
+ComfyUI's HTTP API, with the tiny seeded models the test fixture pack builds (no download); the
+training workflow trains a tiny SD-layout model on synthetic data for a few steps.
 
-Writes the videos and a timing table (timings.md, timings.json) into demo_output/.
+Writes the videos, the loss curve and a timing table (timings.md, timings.json) into demo_output/.
 """
 import glob
 import json
@@ -24,7 +25,18 @@ DEMO_OVERRIDES = {
     "svd_vcut.json": ["3.width=128", "3.height=64", "3.video_frames=8"],
     "etc_text_to_video.json": ["4.frame_width=64", "4.frame_height=64"],
     "etc_long_video.json": ["4.frames=64", "4.layout=8x8", "4.frame_width=64", "4.frame_height=40"],
+    "etc_training_launch.json": ["1.frames=4", "1.layout=2x2", "1.resolution=32", "1.max_steps=4",
+                                 "1.checkpoint_every=2", "1.mixed_precision=no", "1.gradient_checkpointing=false"],
 }
+
+
+def tiny_training_inputs(folder: str) -> list:
+    """Overrides that point the training workflow at a tiny SD folder and synthetic data made here."""
+    from tiny_diffusers import write_synthetic_data, write_tiny_sd
+    data = write_synthetic_data(os.path.join(folder, "data"))
+    pretrained = write_tiny_sd(os.path.join(folder, "sd"))
+    return [f"1.pretrained={pretrained}", f"1.output_dir={os.path.join(folder, 'run')}"] + \
+        [f"1.{key}={value}" for key, value in data.items()]
 
 
 def swap_loaders(prompt: dict) -> dict:
@@ -62,21 +74,25 @@ def main() -> int:
         write_example_image(os.path.join(server.base, "input", "example.png"))
         for path in sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*.json"))):
             name = os.path.basename(path)
+            overrides = list(DEMO_OVERRIDES.get(name, []))
+            if name == "etc_training_launch.json":
+                overrides += tiny_training_inputs(os.path.join(out, "training"))
             with open(path) as f:
-                prompt = apply_overrides(swap_loaders(json.load(f)), DEMO_OVERRIDES.get(name))
+                prompt = apply_overrides(swap_loaders(json.load(f)), overrides)
             start = time.perf_counter()
             outputs = run(server.url, prompt, progress=lambda m, n=name: print(f"[{n}] {m}"))
             seconds = time.perf_counter() - start
             videos = [os.path.join(v.get("subfolder", ""), v["filename"])
-                      for o in outputs.values() for v in o.get("videos", [])]
+                      for o in outputs.values() for v in o.get("videos", []) + o.get("images", [])
+                      if v.get("type", "output") == "output"]
             for video in videos:
                 shutil.copy(server.output_path(video), os.path.join(out, os.path.basename(video)))
-            rows.append({"workflow": name, "seconds": round(seconds, 3), "videos": [os.path.basename(v) for v in videos]})
+            rows.append({"workflow": name, "seconds": round(seconds, 3), "outputs": [os.path.basename(v) for v in videos]})
             print(f"[{name}] {seconds:.2f} s -> {', '.join(videos)}")
     with open(os.path.join(out, "timings.json"), "w") as f:
         json.dump({"machine": "CPU, tiny random-weight models (not a speed claim)", "runs": rows}, f, indent=1)
-    table = ["| workflow | seconds | videos |", "|---|---:|---|"]
-    table += [f"| {r['workflow']} | {r['seconds']:.2f} | {', '.join(r['videos'])} |" for r in rows]
+    table = ["| workflow | seconds | outputs |", "|---|---:|---|"]
+    table += [f"| {r['workflow']} | {r['seconds']:.2f} | {', '.join(r['outputs'])} |" for r in rows]
     with open(os.path.join(out, "timings.md"), "w") as f:
         f.write("\n".join(table) + "\n")
     print("\n".join(table))

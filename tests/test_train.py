@@ -179,3 +179,26 @@ def test_exported_unet_loads_in_comfyui_and_samples_with_etc_nodes(comfy_server,
     comfy_server.run(g)
     image = load_file(comfy_server.output_path("trained_etc.safetensors"))["image"]
     assert image.shape == (4, 32, 32, 3) and torch.isfinite(image).all()
+
+
+def test_cached_latents_and_ema_resume_exactly_and_export_the_ema(setup, tmp_path):
+    from diffusers import UNet2DConditionModel
+    options = dict(cache_latents=True, ema_decay=0.9)
+    straight = ETCTrainer(_config(setup, tmp_path / "a", **options))
+    straight.train()
+    assert list((tmp_path / "a" / "latent_cache").glob("*.safetensors"))
+    first = ETCTrainer(_config(setup, tmp_path / "b", **options))
+    first.train(should_stop=lambda: first.step == 3)
+    resumed = ETCTrainer(_config(setup, tmp_path / "b", **options), resume=True)
+    resumed.train()
+    assert all(torch.equal(x, y) for x, y in zip(straight.ema, resumed.ema))
+    a, b = straight.unet.state_dict(), resumed.unet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    names = [n for n, p in straight.unet.named_parameters() if p.requires_grad]
+    index = names.index("conv_in.conv.weight")
+    live = straight._trainable[index].detach().clone()
+    assert not torch.equal(straight.ema[index], live)
+    exported = UNet2DConditionModel.from_pretrained(f"{straight.export()}/unet")
+    assert torch.equal(exported.conv_in.weight, straight.ema[index])
+    assert torch.equal(straight._trainable[index], live)  # live weights are back after the export
