@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """ETC training throughput and peak memory: SD 2.1-size UNet (random weights) on T-frame grids, bf16
-autocast, gradient checkpointing, AdamW, mixed embedding + FPS module, batch 1 and up.
+autocast (fp32 on a CPU), gradient checkpointing, AdamW, mixed embedding + FPS module, batch 1 and up.
 
 GPU (the paper's setting, goal: batch >= 2 within 24 GB at 16x256x256):
     python bench/etc_train_throughput.py --device cuda --size 256 --max-batch 16
-CPU (reduced size; peak resident memory of a fresh process per batch size):
+CPU (reduced size, fp32; peak resident memory of a fresh process per batch size):
     python bench/etc_train_throughput.py --size 64 --max-batch 2
 """
 import argparse
@@ -27,7 +27,7 @@ SD21 = dict(sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10,
             block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, upcast_attention=True)
 
 
-def one_batch_size(device, size, frames, batch, steps=2):
+def one_batch_size(device, size, frames, batch, precision, steps=2):
     """(seconds per step, peak bytes) for one batch size; raises torch.OutOfMemoryError if it does not fit."""
     from diffusers import UNet2DConditionModel
     torch.manual_seed(0)
@@ -46,7 +46,7 @@ def one_batch_size(device, size, frames, batch, steps=2):
         torch.cuda.reset_peak_memory_stats()
 
     def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.mse_loss(unet(grid, t, text).sample.float(), grid)
         loss.backward()
         optimizer.step()
@@ -69,18 +69,22 @@ def main():
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--max-batch", type=int, default=2)
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default=None,
+                        help="bf16 autocast (default on a GPU) or fp32 (default on a CPU, where bf16 is emulated)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child process: one batch size
     args = parser.parse_args()
     device = torch.device(args.device)
+    precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
     if args.one is not None:
-        print(json.dumps(one_batch_size(device, args.size, args.frames, args.one)))
+        print(json.dumps(one_batch_size(device, args.size, args.frames, args.one, precision)))
         return
     rows = []
     batch = 1
     while batch <= args.max_batch:
         # A fresh process per batch size, so each peak is its own.
         run = subprocess.run([sys.executable, __file__, "--device", args.device, "--size", str(args.size),
-                              "--frames", str(args.frames), "--one", str(batch)], capture_output=True, text=True)
+                              "--frames", str(args.frames), "--precision", precision, "--one", str(batch)],
+                             capture_output=True, text=True)
         if run.returncode != 0:
             rows.append({"batch": batch, "fits": False, "error": run.stderr.strip().splitlines()[-1:]})
             break
@@ -94,7 +98,8 @@ def main():
                else f"CPU {platform.machine()}, {torch.get_num_threads()} threads (peak = process RSS)")
     with open(os.path.join(HERE, "results", f"etc_train_throughput_{device.type}.json"), "w") as f:
         json.dump({"machine": machine, "torch": torch.__version__, "frames": args.frames, "size": args.size,
-                   "precision": "bf16 autocast, fp32 master weights, gradient checkpointing, AdamW", "rows": rows},
+                   "precision": f"{precision} (autocast over fp32 master weights when bf16), gradient checkpointing, "
+                                "AdamW", "rows": rows},
                   f, indent=1)
 
 
