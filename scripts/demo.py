@@ -13,7 +13,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(REPO, "tests"), os.path.join(REPO, "scripts")]
+sys.path[:0] = [REPO, os.path.join(REPO, "tests"), os.path.join(REPO, "scripts")]
 
 from comfy_host import ComfyServer  # noqa: E402
 from queue_workflow import apply_overrides, run  # noqa: E402
