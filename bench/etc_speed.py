@@ -88,7 +88,7 @@ def main():
         "fps_etc": args.frames / (STEPS * t_etc), "fps_modelscope": args.frames / (STEPS * t_3d),
     }
     result["speedup"] = result["fps_etc"] / result["fps_modelscope"]
-    print(f"| model | params (B) | s per CFG pass | frames/s (25 steps) |")
+    print("| model | params (B) | s per CFG pass | frames/s (25 steps) |")
     print("|---|---:|---:|---:|")
     print(f"| SD 2.1 UNet, bare | {params['etc_unet'] / 1e9:.3f} | {t_bare:.3f} | |")
     print(f"| ETC (+ ME + FPS) | {params['etc_unet'] / 1e9:.3f} | {t_etc:.3f} | {result['fps_etc']:.3f} |")

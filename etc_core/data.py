@@ -6,11 +6,12 @@
 
 Every sample is a pure function of (seed, index), so a resumed run sees exactly the data it would have.
 """
-import json
 import os
 
 import numpy as np
 import torch
+
+from .manifest import read_manifest
 
 VIDEO_FPS = (1, 2, 4, 8, 15, 30, 60)
 IMAGE_FPS, LABEL_FPS = 120, 0
@@ -54,25 +55,14 @@ def _read_image(path):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _read_jsonl(path):
-    base = os.path.dirname(os.path.abspath(path))
-    with open(path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    for row in rows:
-        for key in ("video", "image"):
-            if key in row:
-                row[key] = os.path.join(base, row[key])
-    return rows
-
-
 class TripleData:
     """Samples of the three kinds, mixed by ``ratios`` (video, image, label)."""
 
     def __init__(self, frames: int, resolution: int, video_manifest=None, image_manifest=None, label_folder=None,
                  ratios=(1.0, 1.0, 1.0), seed: int = 0):
         self.frames, self.resolution, self.seed = frames, resolution, seed
-        self.videos = _read_jsonl(video_manifest) if video_manifest else []
-        self.images = _read_jsonl(image_manifest) if image_manifest else []
+        self.videos = read_manifest(video_manifest, ("video", "caption")) if video_manifest else []
+        self.images = read_manifest(image_manifest, ("image", "caption")) if image_manifest else []
         self.labels = {}
         if label_folder:
             for label in sorted(os.listdir(label_folder)):

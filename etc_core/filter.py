@@ -6,20 +6,10 @@
 the file's folder). ``--clip`` is a local CLIP folder (transformers format). Re-running resumes.
 """
 import argparse
-import os
 import sys
 
-from .video_filter import filter_videos, read_jsonl
-
-
-def load_entries(path: str):
-    base = os.path.dirname(os.path.abspath(path))
-    entries = read_jsonl(path)
-    for entry in entries:
-        if "video" not in entry or "caption" not in entry:
-            raise ValueError(f"{path}: every line needs 'video' and 'caption', got {entry}")
-        entry["video"] = os.path.join(base, entry["video"])
-    return entries
+from .manifest import read_manifest
+from .video_filter import filter_videos
 
 
 def main(argv=None) -> int:
@@ -33,7 +23,7 @@ def main(argv=None) -> int:
     from transformers import CLIPModel, CLIPProcessor
     model = CLIPModel.from_pretrained(args.clip, local_files_only=True).eval()
     processor = CLIPProcessor.from_pretrained(args.clip, local_files_only=True)
-    entries = load_entries(args.input)
+    entries = read_manifest(args.input, ("video", "caption"))
     kept = filter_videos(entries, args.output, args.alpha, model, processor, args.frames,
                          progress=lambda i, n: print(f"\rscored {i}/{n}", end="", file=sys.stderr))
     print(f"\nkept {len(kept)} of {len(entries)} -> {args.output} (all scores: {args.output}.scores.jsonl)",

@@ -13,6 +13,8 @@ import os
 import numpy as np
 import torch
 
+from .manifest import read_jsonl, write_jsonl_atomic
+
 
 class VideoReadError(RuntimeError):
     pass
@@ -58,19 +60,6 @@ def clip_score(model, processor, frames, caption: str) -> float:
     image = image / image.norm(dim=-1, keepdim=True)
     text = text / text.norm(dim=-1, keepdim=True)
     return float((model.logit_scale.exp() * image @ text.T).mean())
-
-
-def read_jsonl(path: str):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def write_jsonl_atomic(path: str, rows):
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(partial, path)
 
 
 def filter_videos(entries, output: str, alpha: float, model, processor, frames: int = 8, progress=None):

@@ -1,7 +1,7 @@
 """ComfyUI node for ETC's data preparation (category video/ETC): the CLIP-score video filter."""
 import os
 
-from ..etc_core.filter import load_entries
+from ..etc_core.manifest import read_manifest
 from ..etc_core.video_filter import filter_videos
 
 CATEGORY = "video/ETC"
@@ -36,7 +36,7 @@ class ETCVideoFilter:
             raise ValueError("output is empty; give the path of the kept-manifest JSONL to write")
         model = CLIPModel.from_pretrained(clip_path, local_files_only=True).eval()
         processor = CLIPProcessor.from_pretrained(clip_path, local_files_only=True)
-        entries = load_entries(manifest)
+        entries = read_manifest(manifest, ("video", "caption"))
         bar = comfy.utils.ProgressBar(len(entries))
         kept = filter_videos(entries, output, alpha, model, processor, frames,
                              progress=lambda i, n: bar.update_absolute(i, n))

@@ -1,21 +1,20 @@
 """CLIP-score video filter (eq. 5) with a small CLIP built from a config, on videos the test writes."""
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-from comfy_host import comfyui_path
 from etc_core import video_filter
 from etc_core.filter import main as filter_main
 from etc_core.video_io import write_mp4
+from tiny_diffusers import clip_tokenizer
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    """A tiny CLIP saved in transformers format; the BPE vocabulary is the one ComfyUI ships."""
+    """A tiny CLIP saved in transformers format (BPE vocabulary: the one ComfyUI ships)."""
     path = str(tmp_path_factory.mktemp("clip"))
     torch.manual_seed(0)
     config = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
@@ -24,10 +23,8 @@ def clip_dir(tmp_path_factory):
                                        "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
                         projection_dim=16)
     CLIPModel(config).save_pretrained(path)
-    vocab = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")
-    tokenizer = CLIPTokenizer(os.path.join(vocab, "vocab.json"), os.path.join(vocab, "merges.txt"))
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
-                  tokenizer=tokenizer).save_pretrained(path)
+                  tokenizer=clip_tokenizer()).save_pretrained(path)
     return path
 
 
