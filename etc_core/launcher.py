@@ -1,12 +1,11 @@
 """Run ``etc_core.train`` as a separate process through ``accelerate launch`` and follow it.
 
 The process reports ``step s/n loss x`` lines on stderr; :class:`TrainingProcess` parses them, and
-``stop()`` sends SIGTERM, on which the trainer writes a checkpoint and exits (resumable).
+``stop()`` sends SIGTERM to the training processes, on which they write a checkpoint and exit (resumable).
 """
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -22,21 +21,47 @@ class TrainingError(RuntimeError):
     pass
 
 
+def launch_command(config_path: str, resume: bool = False, num_processes: int = 1,
+                   accelerate_config: str = None) -> list:
+    """``accelerate launch`` of ``etc_core.train``: with an accelerate config file (DeepSpeed, multi-node:
+    the file decides everything), else ``num_processes`` data-parallel processes on this machine."""
+    command = [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate_config:
+        if not os.path.isfile(accelerate_config):
+            raise TrainingError(f"accelerate_config {accelerate_config!r} is not a file; give the path of an "
+                                "accelerate config YAML (e.g. etc_core/configs/accelerate_deepspeed_zero2.yaml) "
+                                "or leave it empty")
+        command += ["--config_file", accelerate_config]
+    else:
+        with open(config_path) as f:
+            mixed_precision = json.load(f).get("mixed_precision", "no")
+        command += ["--num_processes", str(num_processes), "--num_machines", "1",
+                    "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
+        if num_processes > 1:
+            command.append("--multi_gpu")
+    command += ["-m", "etc_core.train", "--config", config_path]
+    return command + (["--resume"] if resume else [])
+
+
+def launch_env() -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PACK_ROOT, os.environ.get("PYTHONPATH", "")]),
+               PYTHONUNBUFFERED="1")
+    import torch
+    if not torch.cuda.is_available():  # accelerate runs several processes on a CPU-only machine over gloo
+        env["ACCELERATE_USE_CPU"] = "true"
+    return env
+
+
 class TrainingProcess:
-    def __init__(self, config: dict, resume: bool = False, num_processes: int = 1):
+    def __init__(self, config: dict, resume: bool = False, num_processes: int = 1, accelerate_config: str = None):
         os.makedirs(config["output_dir"], exist_ok=True)
         self.config_path = os.path.join(config["output_dir"], "launch_config.json")
         partial = self.config_path + ".partial"
         with open(partial, "w") as f:
             json.dump(config, f, indent=1)
         os.replace(partial, self.config_path)
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(num_processes),
-                   "--num_machines", "1", "--mixed_precision", config.get("mixed_precision", "no"),
-                   "--dynamo_backend", "no", "-m", "etc_core.train", "--config", self.config_path]
-        if resume:
-            command.append("--resume")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([PACK_ROOT, os.environ.get("PYTHONPATH", "")]),
-                   PYTHONUNBUFFERED="1")
+        command = launch_command(self.config_path, resume, num_processes, accelerate_config)
+        env = launch_env()
         self.process = subprocess.Popen(command, cwd=PACK_ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.losses, self.log, self.step, self.total = [], [], 0, int(config.get("max_steps", 0))
@@ -58,19 +83,30 @@ class TrainingProcess:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 600):
-        """SIGTERM the whole process group (launcher and workers); return once every worker has written
-        its checkpoint and exited."""
+        """SIGTERM the training processes (the launcher's children): they finish their step, agree on the
+        step to stop at, write one checkpoint and exit. The launcher itself is not signalled, since
+        torchrun would give its workers only 30 s before killing them. Returns once all are gone."""
+        import psutil
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
+            workers = psutil.Process(self.process.pid).children()
+        except psutil.NoSuchProcess:
             return
+        if not workers:  # still starting: nothing to checkpoint yet
+            self.process.terminate()
+        for worker in workers:
+            try:
+                worker.terminate()
+            except psutil.NoSuchProcess:
+                pass
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            self.process.poll()
-            if not _group_alive(self.process.pid):
-                return
-            time.sleep(0.2)
-        os.killpg(self.process.pid, signal.SIGKILL)
+        _, alive = psutil.wait_procs(workers, timeout=timeout)
+        for worker in alive:
+            worker.kill()
+        try:
+            self.process.wait(max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
     def wait(self) -> str:
         """The exported folder; raises TrainingError with the trainer's own message on failure."""
@@ -79,28 +115,8 @@ class TrainingProcess:
         if code != 0:
             errors = [line for line in self.log if line.startswith("error:")] or self.log[-20:]
             raise TrainingError("training failed: " + "\n".join(errors))
-        lines = [line.strip() for line in self._stdout if line.strip()]
-        return lines[-1] if lines else ""
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any non-zombie process is left in process group ``pgid`` (orphans may stay unreaped)."""
-    if not os.path.isdir("/proc"):
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                return True
-    return False
+        folders = [line.strip() for line in self._stdout if os.path.isdir(line.strip())]  # libraries print too
+        return folders[-1] if folders else ""
 
 
 def loss_curve_image(losses, width: int = 640, height: int = 320) -> np.ndarray:

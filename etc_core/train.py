@@ -82,13 +82,26 @@ def load_models(pretrained: str):
             DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler", **load))
 
 
+def make_accelerator(config: TrainConfig):
+    """The run's Accelerator. On a machine without GPUs (tests, CI) launched processes talk over gloo: plain
+    data parallel through accelerate's CPU mode (``ACCELERATE_USE_CPU``, set by the launcher), DeepSpeed with
+    the gloo backend named (accelerate would otherwise run each DeepSpeed rank as a world of its own)."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+    handlers = []
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if deepspeed and "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
+        os.environ["ACCELERATE_USE_CPU"] = "false"  # CPU mode would switch DeepSpeed off
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    return Accelerator(mixed_precision=config.mixed_precision,
+                       gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=handlers)
+
+
 class ETCTrainer:
     def __init__(self, config: TrainConfig, resume: bool = False):
-        from accelerate import Accelerator
         self.config = config
+        self.accelerator = make_accelerator(config)
         self._claim_output_dir(resume)
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision,
-                                       gradient_accumulation_steps=config.gradient_accumulation_steps)
         self.rows, self.cols = parse_layout(config.frames, config.layout)
         unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler = load_models(config.pretrained)
         self.base_model = base_model_fingerprint(unet)
@@ -104,6 +117,11 @@ class ETCTrainer:
         optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, betas=tuple(config.betas),
                                       weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        deepspeed = self.accelerator.state.deepspeed_plugin
+        if deepspeed is not None:  # no DataLoader here, so DeepSpeed's "auto" batch sizes come from the config
+            deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
+            deepspeed.deepspeed_config["train_batch_size"] = (config.batch_size * config.gradient_accumulation_steps
+                                                              * self.accelerator.num_processes)
         self.unet, self.optimizer, self.schedule = self.accelerator.prepare(unet, optimizer, schedule)
         device = self.accelerator.device
         self.vae.to(device)
@@ -111,7 +129,8 @@ class ETCTrainer:
         self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
                                config.label_folder, config.ratios, config.seed)
         trainable = [p for p in self.accelerator.unwrap_model(self.unet).parameters() if p.requires_grad]
-        self.ema = [p.detach().clone() for p in trainable] if config.ema_decay > 0 else None
+        # fp32 even when DeepSpeed trains bf16 weights: a bf16 lerp by (1 - decay) would round to no change
+        self.ema = [p.detach().float().clone() for p in trainable] if config.ema_decay > 0 else None
         self._trainable = trainable
         self.step = 0
         if resume:
@@ -130,9 +149,11 @@ class ETCTrainer:
             if not resume and glob.glob(os.path.join(self.config.output_dir, "checkpoint-*")):
                 raise ValueError(f"output_dir {self.config.output_dir} already has checkpoints; pass --resume to "
                                  "continue that run, or pick a new output_dir")
-        os.makedirs(self.config.output_dir, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(identity, f, indent=1)
+        self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
+        if self.accelerator.is_main_process:
+            os.makedirs(self.config.output_dir, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(identity, f, indent=1)
 
     def checkpoints(self):
         found = glob.glob(os.path.join(self.config.output_dir, "checkpoint-*"))
@@ -152,8 +173,11 @@ class ETCTrainer:
     def save_checkpoint(self) -> str:
         final = os.path.join(self.config.output_dir, f"checkpoint-{self.step}")
         partial = final + ".partial"
-        shutil.rmtree(partial, ignore_errors=True)
+        if self.accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         self.accelerator.save_state(partial)
+        self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the folder is renamed
         if self.accelerator.is_main_process:
             with open(os.path.join(partial, "trainer_state.json"), "w") as f:
                 json.dump({"step": self.step, "base_model": self.base_model}, f)
@@ -209,43 +233,58 @@ class ETCTrainer:
         else:
             target = noise
         self.accelerator.unwrap_model(self.unet).time_embedding.fps = batch["fps"].to(grid.device)
-        prediction = self.unet(noisy, timesteps, text).sample
+        dtype = next(self.unet.parameters()).dtype  # bf16/fp16 under DeepSpeed, which casts the model itself
+        prediction = self.unet(noisy.to(dtype), timesteps, text.to(dtype)).sample
         return F.mse_loss(prediction.float(), target.float())
 
-    def _generator(self, step: int, micro: int, rank: int):
-        """Noise, timesteps and VAE samples of one micro-batch depend on (seed, step, micro, rank) only."""
-        seed = ((self.config.seed * 1_000_003 + step) * 1_009 + micro) * 4_099 + rank
+    def _slot(self, micro: int) -> int:
+        """The micro-batch's place among the ``accumulation * processes`` micro-batches of one step. Data,
+        noise and timesteps depend on (seed, step, slot) only, so N processes with A accumulation steps
+        see what one process with N*A accumulation steps sees."""
+        return micro * self.accelerator.num_processes + self.accelerator.process_index
+
+    def _generator(self, step: int, slot: int):
+        seed = (self.config.seed * 1_000_003 + step) * 4_099 + slot
         return torch.Generator(self.accelerator.device).manual_seed(seed)
 
-    def _batch_indices(self, micro: int):
-        c = self.config
-        first = ((self.step * c.gradient_accumulation_steps + micro) * self.accelerator.num_processes
-                 + self.accelerator.process_index) * c.batch_size
-        return range(first, first + c.batch_size)
+    def _batch_indices(self, slot: int):
+        per_step = self.config.gradient_accumulation_steps * self.accelerator.num_processes
+        first = (self.step * per_step + slot) * self.config.batch_size
+        return range(first, first + self.config.batch_size)
+
+    def _any_process(self, flag: bool) -> bool:
+        """True on every process when ``flag`` is true on one (a SIGTERM reaches the ranks at different
+        moments; they must checkpoint and stop at the same step)."""
+        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device),
+                                            "sum").item())
 
     def train(self, progress=None, should_stop=lambda: False):
         """Run to ``max_steps``; returns the losses of this call's steps."""
         losses = []
         self.unet.train()
         while self.step < self.config.max_steps:
+            step_loss = 0.0
             for micro in range(self.config.gradient_accumulation_steps):
                 with self.accelerator.accumulate(self.unet):
-                    batch = self.data.batch(self._batch_indices(micro))
-                    loss = self.loss(batch, self._generator(self.step, micro, self.accelerator.process_index))
+                    slot = self._slot(micro)
+                    loss = self.loss(self.data.batch(self._batch_indices(slot)), self._generator(self.step, slot))
                     self.accelerator.backward(loss)
                     self.optimizer.step()
                     self.schedule.step()
                     self.optimizer.zero_grad()
+                step_loss += loss.detach() / self.config.gradient_accumulation_steps
             if self.ema is not None:
                 with torch.no_grad():
-                    torch._foreach_lerp_(self.ema, [p.detach() for p in self._trainable], 1 - self.config.ema_decay)
+                    torch._foreach_lerp_(self.ema, [p.detach().float() for p in self._trainable],
+                                         1 - self.config.ema_decay)
             self.step += 1
-            losses.append(float(loss.detach()))
-            if progress:
+            losses.append(float(self.accelerator.reduce(step_loss, "mean")))  # the loss of the whole step
+            if progress and self.accelerator.is_main_process:
                 progress(self.step, self.config.max_steps, losses[-1])
-            if self.step % self.config.checkpoint_every == 0 or should_stop():
+            stop = self._any_process(should_stop())
+            if self.step % self.config.checkpoint_every == 0 or stop:
                 self.save_checkpoint()
-            if should_stop():
+            if stop:
                 break
         return losses
 
@@ -293,10 +332,12 @@ def main(argv=None) -> int:
         return 2
     trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr, flush=True),
                   should_stop=lambda: bool(stop))
-    if stop:
+    if trainer.step < trainer.config.max_steps:  # stopped by a signal, here or on another rank
         print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoints()[-1]}", file=sys.stderr)
         return 3
-    print(trainer.export())
+    folder = trainer.export()
+    if trainer.accelerator.is_main_process:
+        print(folder)
     return 0
 
 

@@ -1,9 +1,10 @@
 """ComfyUI node that launches ETC fine-tuning (category video/ETC): a thin adapter over etc_core.launcher."""
+import os
 import time
 
 import torch
 
-from ..etc_core.launcher import TrainingProcess, loss_curve_image
+from ..etc_core.launcher import PACK_ROOT, TrainingProcess, loss_curve_image
 
 CATEGORY = "video/ETC"
 PATH = ("STRING", {"default": ""})
@@ -29,6 +30,10 @@ class ETCTrainer:
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
             "resume": ("BOOLEAN", {"default": False, "tooltip": "continue the run already in output_dir"}),
             "num_processes": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "GPUs on this machine"}),
+        }, "optional": {
+            "accelerate_config": ("STRING", {"default": "", "tooltip": "accelerate config YAML for DeepSpeed or "
+                                             "multi-node (e.g. etc_core/configs/accelerate_deepspeed_zero2.yaml); "
+                                             "it overrides num_processes"}),
         }}
 
     RETURN_TYPES = ("STRING", "IMAGE")
@@ -38,7 +43,7 @@ class ETCTrainer:
     CATEGORY = CATEGORY
     DESCRIPTION = "ETC fine-tuning in a separate accelerate process; cancel the prompt to stop with a checkpoint."
 
-    def train(self, resume, num_processes, **config):
+    def train(self, resume, num_processes, accelerate_config="", **config):
         import comfy.model_management
         import comfy.utils
         for key in ("pretrained", "output_dir"):
@@ -46,7 +51,9 @@ class ETCTrainer:
                 raise ValueError(f"{key} is empty; give an absolute path")
         config = {k: (v or None) if isinstance(v, str) and k.endswith(("manifest", "folder")) else v
                   for k, v in config.items()}
-        run = TrainingProcess(config, resume=resume, num_processes=num_processes)
+        if accelerate_config and not os.path.isabs(accelerate_config):
+            accelerate_config = os.path.join(PACK_ROOT, accelerate_config)
+        run = TrainingProcess(config, resume=resume, num_processes=num_processes, accelerate_config=accelerate_config)
         bar = comfy.utils.ProgressBar(config["max_steps"])
         while run.running():
             if comfy.model_management.processing_interrupted():

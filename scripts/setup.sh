@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+# DeepSpeed (the trainer's ZeRO-2 test) is a source package whose build imports torch: no build isolation.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check setuptools wheel
+DS_BUILD_OPS=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
+  "deepspeed==0.19.8"
 if [ -n "${COMFYUI_PATH:-}" ]; then
   # The host's own requirements; torch stays as installed (a second torch build breaks imports).
   mkdir -p .cache

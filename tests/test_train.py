@@ -1,5 +1,6 @@
 """ETC trainer on a tiny Stable-Diffusion-layout model and synthetic triple data (CPU)."""
 import json
+import time
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_loss_falls(setup, tmp_path):
     def eval_loss():
         trainer.unet.eval()
         with torch.no_grad():
-            value = sum(float(trainer.loss(fixed, trainer._generator(10**6, k, 0))) for k in range(4)) / 4
+            value = sum(float(trainer.loss(fixed, trainer._generator(10**6, k))) for k in range(4)) / 4
         trainer.unet.train()
         return value
 
@@ -202,3 +203,130 @@ def test_cached_latents_and_ema_resume_exactly_and_export_the_ema(setup, tmp_pat
     exported = UNet2DConditionModel.from_pretrained(f"{straight.export()}/unet")
     assert torch.equal(exported.conv_in.weight, straight.ema[index])
     assert torch.equal(straight._trainable[index], live)  # live weights are back after the export
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _final_weights(out):
+    from safetensors.torch import load_file
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return load_file(str(checkpoints[-1] / "model.safetensors"))
+
+
+def _assert_same_run(reference, losses, out):
+    """Same losses step by step (as printed, 6 decimals) and bit-equal final weights: every process runs one
+    thread, like the reference, and averaging two gradients is one addition and one exact halving."""
+    assert losses == pytest.approx(reference[0], abs=1e-6)
+    expected, got = reference[1], _final_weights(out)
+    assert expected.keys() == got.keys()
+    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
+
+
+@pytest.fixture(scope="module")
+def accumulated_reference(setup, tmp_path_factory):
+    """One process, one thread, 2 accumulation steps: the run that 2 data-parallel processes reproduce."""
+    out = tmp_path_factory.mktemp("reference")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer = ETCTrainer(_config(setup, out, gradient_accumulation_steps=2, checkpoint_every=6))
+        losses = trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+    return losses, _final_weights(out)
+
+
+@pytest.fixture
+def one_thread_per_process(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # accelerate keeps it; torch reads it in each process
+
+
+def test_two_processes_through_the_launcher_equal_one_process_with_accumulation(setup, tmp_path, accumulated_reference,
+                                                                                one_thread_per_process):
+    """A real data-parallel run (accelerate launch --multi_gpu, torch.distributed over gloo on the CPU),
+    stopped by SIGTERM part way and resumed: gradients are averaged across the ranks, both ranks stop
+    at the same step with one checkpoint, and the run ends where one process with 2 accumulation steps does."""
+    from etc_core.launcher import TrainingProcess
+    config = _config(setup, tmp_path / "ddp", checkpoint_every=6).__dict__
+    run = TrainingProcess(config, num_processes=2)
+    while run.running() and run.step < 2:
+        time.sleep(0.05)
+    assert run.running(), "\n".join(run.log[-20:])
+    run.stop()
+    checkpoints = sorted((tmp_path / "ddp").glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and not checkpoints[0].name.endswith(".partial"), run.log[-20:]
+    stopped = int(checkpoints[0].name.split("-")[1])
+    assert 2 <= stopped < 6
+    assert sorted(p.name for p in checkpoints[0].glob("random_states_*")) == ["random_states_0.pkl",
+                                                                              "random_states_1.pkl"]
+    resumed = TrainingProcess(config, resume=True, num_processes=2)
+    assert resumed.wait().endswith("ddp/final"), resumed.log[-20:]
+    _assert_same_run(accumulated_reference, run.losses[:stopped] + resumed.losses, tmp_path / "ddp")
+
+
+def test_two_machines_from_accelerate_config_files(setup, tmp_path, accumulated_reference, one_thread_per_process):
+    """Multi-node: two launches with accelerate config files (num_machines 2, machine_rank 0 and 1, one
+    process each) meet over TCP on the loopback and train as one run."""
+    from etc_core.launcher import TrainingProcess
+    port = _free_port()
+    config = _config(setup, tmp_path / "nodes", checkpoint_every=6).__dict__
+    runs = []
+    for rank in (0, 1):
+        yaml = tmp_path / f"machine{rank}.yaml"
+        yaml.write_text(f"compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 2\n"
+                        f"num_processes: 2\nmachine_rank: {rank}\nmain_process_ip: 127.0.0.1\n"
+                        f"main_process_port: {port}\nmixed_precision: 'no'\nuse_cpu: false\n")
+        runs.append(TrainingProcess(config, num_processes=1, accelerate_config=str(yaml)))
+    assert runs[0].wait().endswith("nodes/final"), runs[0].log[-20:]
+    assert runs[1].wait() == "", runs[1].log[-20:]  # only the main process exports
+    assert runs[1].losses == []  # and reports progress
+    _assert_same_run(accumulated_reference, runs[0].losses, tmp_path / "nodes")
+
+
+def test_deepspeed_zero2_offload_from_the_repository_config(setup, tmp_path, one_thread_per_process):
+    """The repository's accelerate + DeepSpeed ZeRO-2 CPU-offload config (process count set to 2, as a
+    user sets it to their GPUs), bf16 as in the paper: the optimizer state is split over the two ranks,
+    a run stopped by SIGTERM and resumed ends bit-equal to an uninterrupted one, and the export loads."""
+    deepspeed = pytest.importorskip("deepspeed")
+    import yaml
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+    from etc_core.launcher import PACK_ROOT, TrainingProcess
+    with open(f"{PACK_ROOT}/etc_core/configs/accelerate_deepspeed_zero2.yaml") as f:
+        accelerate_config = yaml.safe_load(f)
+    accelerate_config["num_processes"] = 2
+    (tmp_path / "zero2.yaml").write_text(yaml.safe_dump(accelerate_config))
+    launch = dict(accelerate_config=str(tmp_path / "zero2.yaml"))
+    straight_config = _config(setup, tmp_path / "straight", mixed_precision="bf16", max_steps=4,
+                              checkpoint_every=4).__dict__
+    straight = TrainingProcess(straight_config, **launch)
+    final = straight.wait()
+
+    state = torch.load(tmp_path / "straight" / "checkpoint-4" / "pytorch_model" /
+                       "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt", weights_only=False)
+    assert state["ds_version"] == deepspeed.__version__
+    assert int(state["optimizer_state_dict"]["zero_stage"]) == 2
+    assert state["optimizer_state_dict"]["partition_count"] == [2]
+    assert state["ds_config"]["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+    config = dict(straight_config, output_dir=str(tmp_path / "resumed"))
+    first = TrainingProcess(config, **launch)
+    while first.running() and first.step < 1:
+        time.sleep(0.05)
+    first.stop()
+    stopped = [int(p.name.split("-")[1]) for p in (tmp_path / "resumed").glob("checkpoint-*")]
+    assert len(stopped) == 1 and 1 <= stopped[0] < 4, first.log[-20:]
+    resumed = TrainingProcess(config, resume=True, **launch)
+    resumed.wait()
+    assert first.losses[:stopped[0]] + resumed.losses == straight.losses
+    a = load_file(f"{final}/unet/diffusion_pytorch_model.safetensors")
+    b = load_file(str(tmp_path / "resumed" / "final" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert {t.dtype for t in a.values()} == {torch.bfloat16}  # DeepSpeed's bf16 engine trains bf16 weights
+    unet = UNet2DConditionModel.from_pretrained(f"{final}/unet")
+    assert all(torch.isfinite(p).all() for p in unet.parameters())
