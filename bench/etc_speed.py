@@ -95,7 +95,7 @@ def main():
     print(f"| UNet3D (ModelScope) | {params['modelscope_unet3d'] / 1e9:.3f} | {t_3d:.3f} | {result['fps_modelscope']:.3f} |")
     print(f"ME + FPS overhead: {result['me_fps_overhead']:+.2%}; ETC / ModelScope frames/s: {result['speedup']:.2f}x "
           f"({args.frames} frames of {args.size}x{args.size}, {result['machine']})")
-    with open(os.path.join(HERE, "results", f"etc_speed_{device.type}.json"), "w") as f:
+    with open(os.path.join(HERE, "results", f"etc_speed_{device.type}_{args.size}.json"), "w") as f:
         json.dump(result, f, indent=1)
 
 
