@@ -21,7 +21,7 @@ class TrainingError(RuntimeError):
     pass
 
 
-def launch_command(config_path: str, resume: bool = False, num_processes: int = 1,
+def launch_command(config_path: str, mixed_precision: str = "no", resume: bool = False, num_processes: int = 1,
                    accelerate_config: str = None) -> list:
     """``accelerate launch`` of ``etc_core.train``: with an accelerate config file (DeepSpeed, multi-node:
     the file decides everything), else ``num_processes`` data-parallel processes on this machine."""
@@ -33,8 +33,6 @@ def launch_command(config_path: str, resume: bool = False, num_processes: int = 
                                 "or leave it empty")
         command += ["--config_file", accelerate_config]
     else:
-        with open(config_path) as f:
-            mixed_precision = json.load(f).get("mixed_precision", "no")
         command += ["--num_processes", str(num_processes), "--num_machines", "1",
                     "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
         if num_processes > 1:
@@ -54,13 +52,14 @@ def launch_env() -> dict:
 
 class TrainingProcess:
     def __init__(self, config: dict, resume: bool = False, num_processes: int = 1, accelerate_config: str = None):
-        os.makedirs(config["output_dir"], exist_ok=True)
         self.config_path = os.path.join(config["output_dir"], "launch_config.json")
+        command = launch_command(self.config_path, config.get("mixed_precision", "no"), resume, num_processes,
+                                 accelerate_config)
+        os.makedirs(config["output_dir"], exist_ok=True)
         partial = self.config_path + ".partial"
         with open(partial, "w") as f:
             json.dump(config, f, indent=1)
         os.replace(partial, self.config_path)
-        command = launch_command(self.config_path, resume, num_processes, accelerate_config)
         env = launch_env()
         self.process = subprocess.Popen(command, cwd=PACK_ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, start_new_session=True)

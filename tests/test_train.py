@@ -288,6 +288,14 @@ def test_two_machines_from_accelerate_config_files(setup, tmp_path, accumulated_
     _assert_same_run(accumulated_reference, runs[0].losses, tmp_path / "nodes")
 
 
+def test_missing_accelerate_config_is_refused_before_anything_is_written(setup, tmp_path):
+    from etc_core.launcher import TrainingError, TrainingProcess
+    config = _config(setup, tmp_path / "run").__dict__
+    with pytest.raises(TrainingError, match="accelerate_config .*missing.yaml.* is not a file"):
+        TrainingProcess(config, accelerate_config=str(tmp_path / "missing.yaml"))
+    assert not (tmp_path / "run").exists()
+
+
 def test_deepspeed_zero2_offload_from_the_repository_config(setup, tmp_path, one_thread_per_process):
     """The repository's accelerate + DeepSpeed ZeRO-2 CPU-offload config (process count set to 2, as a
     user sets it to their GPUs), bf16 as in the paper: the optimizer state is split over the two ranks,
