@@ -96,7 +96,7 @@ def main():
         batch *= 2
     machine = (torch.cuda.get_device_name() if device.type == "cuda"
                else f"CPU {platform.machine()}, {torch.get_num_threads()} threads (peak = process RSS)")
-    with open(os.path.join(HERE, "results", f"etc_train_throughput_{device.type}.json"), "w") as f:
+    with open(os.path.join(HERE, "results", f"etc_train_throughput_{device.type}_{args.size}.json"), "w") as f:
         json.dump({"machine": machine, "torch": torch.__version__, "frames": args.frames, "size": args.size,
                    "precision": f"{precision} (autocast over fp32 master weights when bf16), gradient checkpointing, "
                                 "AdamW", "rows": rows},
