@@ -162,9 +162,15 @@ class ETCTrainer:
     def _load_latest(self):
         checkpoints = self.checkpoints()
         if checkpoints:
-            self.accelerator.load_state(checkpoints[-1])
             with open(os.path.join(checkpoints[-1], "trainer_state.json")) as f:
-                self.step = json.load(f)["step"]
+                state = json.load(f)
+            processes = state.get("num_processes", 1)
+            if processes != self.accelerator.num_processes:  # the data order and RNG states are per process
+                raise ValueError(f"{checkpoints[-1]} was written by {processes} processes and this launch has "
+                                 f"{self.accelerator.num_processes}; resume with the run's own launch "
+                                 f"(num_processes {processes})")
+            self.accelerator.load_state(checkpoints[-1])
+            self.step = state["step"]
             if self.ema is not None:
                 saved = load_file(os.path.join(checkpoints[-1], "ema.safetensors"))
                 for i, tensor in enumerate(self.ema):
@@ -180,7 +186,8 @@ class ETCTrainer:
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the folder is renamed
         if self.accelerator.is_main_process:
             with open(os.path.join(partial, "trainer_state.json"), "w") as f:
-                json.dump({"step": self.step, "base_model": self.base_model}, f)
+                json.dump({"step": self.step, "base_model": self.base_model,
+                           "num_processes": self.accelerator.num_processes}, f)
             if self.ema is not None:
                 save_file({str(i): t.detach().cpu().contiguous() for i, t in enumerate(self.ema)},
                           os.path.join(partial, "ema.safetensors"))

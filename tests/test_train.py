@@ -264,6 +264,8 @@ def test_two_processes_through_the_launcher_equal_one_process_with_accumulation(
     assert 2 <= stopped < 6
     assert sorted(p.name for p in checkpoints[0].glob("random_states_*")) == ["random_states_0.pkl",
                                                                               "random_states_1.pkl"]
+    with pytest.raises(ValueError, match="written by 2 processes and this launch has 1"):
+        ETCTrainer(TrainConfig(**config), resume=True)
     resumed = TrainingProcess(config, resume=True, num_processes=2)
     assert resumed.wait().endswith("ddp/final"), resumed.log[-20:]
     _assert_same_run(accumulated_reference, run.losses[:stopped] + resumed.losses, tmp_path / "ddp")
