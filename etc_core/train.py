@@ -259,12 +259,6 @@ class ETCTrainer:
         first = (self.step * per_step + slot) * self.config.batch_size
         return range(first, first + self.config.batch_size)
 
-    def _any_process(self, flag: bool) -> bool:
-        """True on every process when ``flag`` is true on one (a SIGTERM reaches the ranks at different
-        moments; they must checkpoint and stop at the same step)."""
-        return bool(self.accelerator.reduce(torch.tensor([float(flag)], device=self.accelerator.device),
-                                            "sum").item())
-
     def train(self, progress=None, should_stop=lambda: False):
         """Run to ``max_steps``; returns the losses of this call's steps."""
         losses = []
@@ -285,10 +279,14 @@ class ETCTrainer:
                     torch._foreach_lerp_(self.ema, [p.detach().float() for p in self._trainable],
                                          1 - self.config.ema_decay)
             self.step += 1
-            losses.append(float(self.accelerator.reduce(step_loss, "mean")))  # the loss of the whole step
+            # One collective per step: the loss over all ranks, and whether any rank was told to stop (a
+            # SIGTERM reaches the ranks at different moments; they must checkpoint and stop at one step).
+            local = torch.stack([step_loss.float(), torch.tensor(float(should_stop()), device=step_loss.device)])
+            mean_loss, stop_share = self.accelerator.reduce(local, "mean").tolist()
+            losses.append(mean_loss)
+            stop = stop_share > 0
             if progress and self.accelerator.is_main_process:
                 progress(self.step, self.config.max_steps, losses[-1])
-            stop = self._any_process(should_stop())
             if self.step % self.config.checkpoint_every == 0 or stop:
                 self.save_checkpoint()
             if stop:
