@@ -14,27 +14,17 @@ import json
 import os
 import platform
 import statistics
-import time
 
 import torch
 from diffusers import UNet2DConditionModel, UNet3DConditionModel
 
 from etc_core import FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, parse_layout
+from timing import median_seconds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SD21 = dict(sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True,
             block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, upcast_attention=True)
 STEPS = 25
-
-
-def median_seconds(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -74,11 +64,11 @@ def main():
     bare, etc = [], []
     for _ in range(args.repeats):  # alternate, so drift hits both alike
         unet.conv_in, unet.time_embedding = bare_conv, bare_temb
-        bare.append(median_seconds(call(unet, grid), 1))
+        bare.append(median_seconds(call(unet, grid), 1, warmup=True))
         unet.conv_in, unet.time_embedding = etc_conv, etc_temb
-        etc.append(median_seconds(call(unet, grid), 1))
+        etc.append(median_seconds(call(unet, grid), 1, warmup=True))
     t_bare, t_etc = statistics.median(bare), statistics.median(etc)
-    t_3d = median_seconds(call(unet3d, video), args.repeats)
+    t_3d = median_seconds(call(unet3d, video), args.repeats, warmup=True)
     result = {
         "machine": f"{device.type} {torch.cuda.get_device_name() if device.type == 'cuda' else platform.machine()}, "
                    f"{torch.get_num_threads()} threads, torch {torch.__version__}, {dtype}",

@@ -13,9 +13,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 import torch
 from PIL import Image
@@ -25,6 +23,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vcut_core  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 25
@@ -46,16 +45,6 @@ def build(device, dtype):
                                         feature_extractor=CLIPImageProcessor())
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device, dtype)
-
-
-def seconds(fn, repeats, sync):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main():
@@ -92,13 +81,13 @@ def main():
         return go
 
     run()  # warm-up
-    t2, t1 = seconds(unet_pass(2), 3, sync), seconds(unet_pass(1), 3, sync)
-    results = {"baseline": seconds(run, args.repeats, sync)}
+    t2, t1 = median_seconds(unet_pass(2), 3, sync), median_seconds(unet_pass(1), 3, sync)
+    results = {"baseline": median_seconds(run, args.repeats, sync)}
     vcut_core.apply_vcut(pipe.unet, "linear", "drop")
-    results["VCUT, no cutoff"] = seconds(run, args.repeats, sync)
+    results["VCUT, no cutoff"] = median_seconds(run, args.repeats, sync)
     for c in (20, 17, 10):
         vcut_core.enable_guidance_cutoff(pipe, c)
-        results[f"VCUT, c={c}"] = seconds(run, args.repeats, sync)
+        results[f"VCUT, c={c}"] = median_seconds(run, args.repeats, sync)
         vcut_core.disable_guidance_cutoff(pipe)
     vcut_core.remove_vcut(pipe.unet)
 

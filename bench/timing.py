@@ -1,0 +1,18 @@
+"""Wall-clock timing shared by the benchmarks."""
+import statistics
+import time
+
+
+def median_seconds(fn, repeats: int, sync=lambda: None, warmup: bool = False) -> float:
+    """Median over ``repeats`` calls of ``fn`` (then ``sync``, e.g. torch.cuda.synchronize); ``warmup``
+    makes one untimed call first."""
+    if warmup:
+        fn()
+        sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
