@@ -6,7 +6,7 @@ import torch
 from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
                         load_fps_module, pack, parse_layout, unpack)
 from ..etc_core.video_io import write_mp4
-from .model_objects import current_object
+from .comfy_versions import module_to_patch
 
 CATEGORY = "video/ETC"
 UNTRAINED = "untrained (zero init, no-op)"
@@ -48,7 +48,7 @@ def patch_mixed_embedding(model, frames, layout, theta, strength):
     patched = model.clone()
     name = "diffusion_model.input_blocks.0.0"
     latent_channels = getattr(model.model.latent_format, "latent_channels", 4)
-    patched.add_object_patch(name, MixedEmbeddingInput(current_object(patched, name), rows, cols, theta, strength,
+    patched.add_object_patch(name, MixedEmbeddingInput(module_to_patch(patched, name), rows, cols, theta, strength,
                                                        latent_channels))
     return patched
 
@@ -57,9 +57,8 @@ def patch_fps(model, fps, fps_weights):
     """Clone of ``model`` whose time embedding adds the FPS branch."""
     unet = model.model.diffusion_model
     name = "diffusion_model.time_embed"
-    time_embed = current_object(model, name)
-    mlp = getattr(time_embed, "time_embed", time_embed)  # the original under an earlier FPS patch
-    width = mlp[2].out_features
+    time_embed = module_to_patch(model, name)
+    width = time_embed[2].out_features
     if fps_weights == UNTRAINED:
         module = FPSEmbedding(width)
     else:
@@ -70,7 +69,7 @@ def patch_fps(model, fps, fps_weights):
             raise FileNotFoundError(f"fps_weights {fps_weights!r} is not in models/etc; put the file there or "
                                     f"pick one of {_fps_files()}")
         module, _ = load_fps_module(path, expected_base_model=base_model_fingerprint(unet))
-    device = mlp[0].weight.device
+    device = time_embed[0].weight.device
     patched = model.clone()
     patched.add_object_patch(name, FPSConditionedTimeEmbedding(time_embed, module.to(device), fps))
     return patched

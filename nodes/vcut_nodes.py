@@ -1,8 +1,12 @@
 """ComfyUI nodes for VCUT (category video/VCUT): thin adapters over vcut_core."""
-from ..vcut_core import SCA_MODES, TCA_MODES, ComfyGuidanceCutoff, find_cross_attentions, plan_replacements
-from .model_objects import current_object
+from ..vcut_core import SCA_MODES, TCA_MODES, find_cross_attentions, plan_replacements
+from .comfy_versions import install_guidance_cutoff, module_to_patch
 
 CATEGORY = "video/VCUT"
+STEPS_TOOLTIP = ("steps 0..c-1 use guidance; from step c on, one UNet pass per model call. A step is one "
+                 "iteration of the sampler (its progress bar), found by a dry run of the sampler on the schedule. "
+                 "Where the steps cannot be known (dpm_adaptive, whose steps depend on the model's output, and "
+                 "samplers from other packs that are not ComfyUI KSAMPLERs) guidance stays on for every step.")
 
 
 class VCUTPatchSVD:
@@ -27,7 +31,7 @@ class VCUTPatchSVD:
         patched = model.clone()
         unet = patched.model.diffusion_model
         plan = plan_replacements(unet, sca_mode, tca_mode,
-                                 get_module=lambda name: current_object(patched, f"diffusion_model.{name}"))
+                                 get_module=lambda name: module_to_patch(patched, f"diffusion_model.{name}"))
         for name, module in plan.items():
             patched.add_object_patch(f"diffusion_model.{name}", module)
         return (patched,)
@@ -40,8 +44,7 @@ class VCUTGuidanceCutoff:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL",),
-            "cutoff_step": ("INT", {"default": 17, "min": 0, "max": 10000,
-                                    "tooltip": "steps 0..c-1 use guidance; one UNet pass per step from c on"}),
+            "cutoff_step": ("INT", {"default": 17, "min": 0, "max": 10000, "tooltip": STEPS_TOOLTIP}),
         }}
 
     RETURN_TYPES = ("MODEL",)
@@ -51,10 +54,7 @@ class VCUTGuidanceCutoff:
 
     def patch(self, model, cutoff_step):
         find_cross_attentions(model.model.diffusion_model)  # refuses non-SVD models with a clear error
-        patched = model.clone()
-        previous = patched.model_options.get("model_function_wrapper")
-        patched.set_model_unet_function_wrapper(ComfyGuidanceCutoff(cutoff_step, previous))
-        return (patched,)
+        return (install_guidance_cutoff(model.clone(), cutoff_step),)
 
 
 NODE_CLASS_MAPPINGS = {"VCUTPatchSVD": VCUTPatchSVD, "VCUTGuidanceCutoff": VCUTGuidanceCutoff}

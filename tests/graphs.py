@@ -1,9 +1,14 @@
-"""API-format test graphs (what scripts queue over POST /prompt)."""
+"""API-format test graphs (what scripts queue over POST /prompt), and readers of what they record."""
+import json
 
 
 def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vcut=None, cutoff=None,
-              count_file=None, prefix="svd", sampler="euler", scheduler="karras", loader=None):
+              count_file=None, prefix="svd", sampler="euler", scheduler="karras", loader=None, low_memory=False,
+              guidance="VideoLinearCFGGuidance", cutoff_after_guidance=False):
     """Tiny SVD image-to-video; ``vcut=(sca, tca)`` and ``cutoff=c`` add the VCUT nodes.
+
+    ``low_memory`` makes ComfyUI run cond and uncond as separate UNet calls; ``guidance`` is the
+    video CFG node, placed after the cutoff node unless ``cutoff_after_guidance``.
 
     ``loader`` replaces the tiny-SVD loader node. Its id is derived from its class, since the
     early-2024 executor reuses a cached node output when the id and inputs match.
@@ -17,7 +22,7 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
             "clip_vision": [load, 1], "init_image": ["img", 0], "vae": [load, 2], "width": size,
             "height": size, "video_frames": frames, "motion_bucket_id": 127, "fps": 6,
             "augmentation_level": 0.0}},
-        "lincfg": {"class_type": "VideoLinearCFGGuidance", "inputs": {"model": [load, 0], "min_cfg": 1.0}},
+        "lincfg": {"class_type": guidance, "inputs": {"model": [load, 0], "min_cfg": 1.0}},
         "sample": {"class_type": "KSampler", "inputs": {
             "model": ["lincfg", 0], "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler,
             "scheduler": scheduler, "positive": ["cond", 0], "negative": ["cond", 1],
@@ -26,6 +31,9 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
     }
     g[load] = loader
     model = [load, 0]
+    if low_memory:
+        g["lowmem"] = {"class_type": "ETCVCUTTestLowFreeMemory", "inputs": {"model": model}}
+        model = ["lowmem", 0]
     if count_file:
         g["count"] = {"class_type": "ETCVCUTTestCountPasses", "inputs": {"model": model, "filename": count_file}}
         model = ["count", 0]
@@ -33,6 +41,11 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
         g["vcut"] = {"class_type": "VCUTPatchSVD", "inputs": {"model": model, "sca_mode": vcut[0],
                                                                "tca_mode": vcut[1]}}
         model = ["vcut", 0]
+    if cutoff is not None and cutoff_after_guidance:
+        g["lincfg"]["inputs"]["model"] = model
+        g["cutoff"] = {"class_type": "VCUTGuidanceCutoff", "inputs": {"model": ["lincfg", 0], "cutoff_step": cutoff}}
+        g["sample"]["inputs"]["model"] = ["cutoff", 0]
+        return g
     if cutoff is not None:
         g["cutoff"] = {"class_type": "VCUTGuidanceCutoff", "inputs": {"model": model, "cutoff_step": cutoff}}
         model = ["cutoff", 0]
@@ -41,7 +54,7 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
 
 
 def etc_graph(*, frames=4, layout="2x2", size=64, steps=3, seed=1, fps=8, fps_weights="none", prefix="etc",
-              video=True, text="a red ball bouncing"):
+              video=True, text="a red ball bouncing", theta=10000.0):
     """Tiny SD 2.x text-to-video through ETCSampler; saves frames as tensors and as an MP4."""
     g = {
         "load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
@@ -51,7 +64,7 @@ def etc_graph(*, frames=4, layout="2x2", size=64, steps=3, seed=1, fps=8, fps_we
             "model": ["load", 0], "positive": ["pos", 0], "negative": ["neg", 0], "vae": ["load", 2],
             "frames": frames, "layout": layout, "frame_width": size, "frame_height": size, "batch_size": 1,
             "seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
-            "theta": 10000.0, "me_strength": 1.0, "fps": fps, "fps_weights": fps_weights}},
+            "theta": theta, "me_strength": 1.0, "fps": fps, "fps_weights": fps_weights}},
         "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": prefix, "image": ["etc", 0],
                                                                      "latent": ["etc", 1]}},
     }
@@ -59,3 +72,40 @@ def etc_graph(*, frames=4, layout="2x2", size=64, steps=3, seed=1, fps=8, fps_we
         g["video"] = {"class_type": "ETCSaveVideo", "inputs": {"images": ["etc", 0], "filename_prefix": prefix,
                                                                 "frame_rate": 8.0}}
     return g
+
+
+def etc_patch_graph(*, me=None, fps=None, frames=4, layout="2x2", size=64, steps=3, seed=1, prefix="etc_patch"):
+    """Tiny SD 2.x grid latent sampled by the stock KSampler through ETCMixedEmbedding ``me=(strength, theta)``
+    and ETCFPSConditioning ``fps=(fps, fps_weights)``."""
+    g = {
+        "load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": "a red ball bouncing"}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": ""}},
+        "grid": {"class_type": "ETCEmptyGridLatent", "inputs": {"frames": frames, "frame_width": size,
+                                                                "frame_height": size, "layout": layout,
+                                                                "batch_size": 1}},
+        "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": prefix, "latent": ["sample", 0]}},
+    }
+    model = ["load", 0]
+    if me is not None:
+        g["me"] = {"class_type": "ETCMixedEmbedding", "inputs": {"model": model, "frames": frames, "layout": layout,
+                                                                 "theta": me[1], "strength": me[0]}}
+        model = ["me", 0]
+    if fps is not None:
+        g["fps"] = {"class_type": "ETCFPSConditioning", "inputs": {"model": model, "fps": fps[0],
+                                                                   "fps_weights": fps[1]}}
+        model = ["fps", 0]
+    g["sample"] = {"class_type": "KSampler", "inputs": {
+        "model": model, "seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler", "scheduler": "normal",
+        "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["grid", 0], "denoise": 1.0}}
+    return g
+
+
+def recorded_events(server, filename):
+    """What ETCVCUTTestCountPasses wrote: UNet calls and sampler progress steps, in order."""
+    with open(server.output_path(filename)) as f:
+        return json.load(f)
+
+
+def unet_calls(server, filename):
+    return [event for event in recorded_events(server, filename) if "batch" in event]

@@ -1,11 +1,9 @@
 """VCUT inside a real ComfyUI (server over HTTP), tiny SVD fixture, fp32."""
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from graphs import svd_graph
+from graphs import svd_graph, unet_calls
 
 STEPS = 6
 
@@ -43,8 +41,7 @@ def test_tca_drop_equals_zeroed_tca_reference(comfy_server, baseline):
 def test_cutoff_one_pass_per_step_after_c(comfy_server, baseline, cutoff):
     latent = _run(comfy_server, prefix=f"cut{cutoff}", vcut=("linear", "linear"), cutoff=cutoff,
                   count_file=f"passes{cutoff}.json")
-    with open(comfy_server.output_path(f"passes{cutoff}.json")) as f:
-        passes = json.load(f)
+    passes = unet_calls(comfy_server, f"passes{cutoff}.json")
     assert len(passes) == STEPS, passes          # exactly one UNet forward per step
     for step, call in enumerate(passes):
         if step < cutoff:
@@ -61,8 +58,7 @@ def test_cutoff_steps_before_c_equal_baseline(comfy_server):
     """Per-call sums of UNet inputs and outputs: identical to the baseline before c."""
     def passes(prefix, cutoff):
         _run(comfy_server, prefix=prefix, vcut=("linear", "linear"), cutoff=cutoff, count_file=f"{prefix}.json")
-        with open(comfy_server.output_path(f"{prefix}.json")) as f:
-            return json.load(f)
+        return unet_calls(comfy_server, f"{prefix}.json")
 
     base, cut = passes("sums_base", STEPS), passes("sums_cut", 3)
     for step in range(3):
@@ -126,6 +122,5 @@ def test_other_samplers_exact_linear_and_cutoff_passes(comfy_server, kind):
     base = run(f"{kind}_base")
     assert _close(base, run(f"{kind}_linear", vcut=("linear", "linear")))
     run(f"{kind}_cut", vcut=("linear", "drop"), cutoff=2, count_file=f"{kind}_passes.json")
-    with open(comfy_server.output_path(f"{kind}_passes.json")) as f:
-        batches = [call["batch"] for call in json.load(f)]
+    batches = [call["batch"] for call in unet_calls(comfy_server, f"{kind}_passes.json")]
     assert batches == [8, 8] + [4] * (STEPS - 2)

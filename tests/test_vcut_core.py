@@ -6,7 +6,7 @@ from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, Sta
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 import vcut_core
-from vcut_core import CachedProjectionCrossAttention, NotSVDModelError, run_length_rows, step_index
+from vcut_core import CachedProjectionCrossAttention, NotSVDModelError, run_length_rows, steps_from_events
 
 
 def tiny_svd_unet(seed=0):
@@ -77,11 +77,41 @@ def test_run_length_rows():
     assert torch.equal(rows.repeat_interleave(counts, 0), ctx)
 
 
-def test_step_index_and_counter():
-    sigmas = [14.6, 7.0, 3.0, 1.0, 0.0]
-    assert [step_index(s, sigmas) for s in (14.6, 7.0, 5.0, 3.0, 1.0)] == [0, 1, 1, 2, 3]
-    counter = vcut_core.StepCounter()
-    assert [counter(s) for s in (14.6, 14.6, 7.0, 3.0, 3.0, 1.0, 14.6)] == [0, 0, 1, 2, 2, 3, 0]
+def test_steps_from_events_follow_the_callback_after_each_first_call():
+    # Heun on 4 steps: first call, callback, corrector on the next step's sigma; the last step has no corrector.
+    events = [("call", 9.0), ("callback", 0), ("call", 4.0), ("call", 4.0), ("callback", 1), ("call", 2.0),
+              ("call", 2.0), ("callback", 2), ("call", 1.0), ("call", 1.0), ("callback", 3)]
+    plan = steps_from_events(events)
+    assert [(e.sigma, e.step) for e in plan] == [(9.0, 0), (4.0, 0), (4.0, 1), (2.0, 1), (2.0, 2), (1.0, 2),
+                                                 (1.0, 3)]
+
+
+def test_dry_run_plan_heun_and_adaptive_structures():
+    sigmas = torch.tensor([9.0, 4.0, 2.0, 1.0, 0.0])
+
+    def heun_like(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        for i in range(len(sigmas) - 1):
+            denoised = model(x, sigmas[i] * torch.ones(1), **extra_args)
+            callback({"i": i, "x": x, "denoised": denoised})
+            if sigmas[i + 1] > 0:
+                model(x, sigmas[i + 1] * torch.ones(1), **extra_args)
+        return x
+
+    def adaptive_like(model, x, sigmas, extra_args=None, callback=None, disable=None):
+        sigma, i = sigmas[0], 0
+        while sigma > 1.0:  # the accepted step size depends on the output
+            out = model(x, sigma * torch.ones(1), **extra_args)
+            callback({"i": i})
+            sigma, i = sigma / (2.0 + float(out.abs().mean())), i + 1
+        return x
+
+    noise = torch.ones(1, 4, 2, 2)
+    torch.manual_seed(3)
+    before = torch.random.get_rng_state()
+    plan = vcut_core.dry_run_plan(heun_like, {}, None, noise, sigmas, {"model_options": {}})
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert [e.step for e in plan] == [0, 0, 1, 1, 2, 2, 3]
+    assert vcut_core.dry_run_plan(adaptive_like, {}, None, noise, sigmas, {"model_options": {}}) is None
 
 
 def _tiny_pipeline():

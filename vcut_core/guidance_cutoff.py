@@ -1,112 +1,131 @@
 """Guidance cutoff (VCUT eq. 4): classifier-free guidance only in the first c steps.
 
 Steps ``0 .. c-1`` run the usual two passes (cond and uncond). From step ``c`` on
-the UNet runs once per step. Its cross-attention context is the mean of the cond
-and uncond contexts: the SCA/TCA outputs are the affine map
+the UNet runs once per model evaluation. Its cross-attention context is the mean
+of the cond and uncond contexts: the SCA/TCA outputs are the affine map
 ``L(ctx) = to_out(to_v(ctx))``, and ``L(mean(a, b)) = mean(L(a), L(b))``, which is
 eq. 4's ``M = 1/2 (L_cond + L_uncond)``. Other conditioning (the init-image
 latent, the added time ids) is the cond's. The one result stands for both cond
-and uncond, so any guidance rule (including SVD's per-frame linear CFG) returns
-it unchanged: ``u + s * (c - u) = c`` when ``c = u``.
+and uncond: the denoised output of such an evaluation is that result, whatever
+guidance rule (plain CFG, SVD's per-frame linear CFG) would have combined them.
+
+ComfyUI calls the model either with cond and uncond in one batch or, when free
+memory is short, as two calls (uncond first). :class:`ComfyGuidanceCutoff` handles
+both and gives the same result: in a batched call it runs the cond chunk with the
+mean context; in separate calls the uncond call only records its context and the
+cond call runs with the mean. Its post-CFG function then returns that one result
+as the evaluation's output. Which step an evaluation belongs to comes from a plan
+(:mod:`.step_plan`); with no plan, every evaluation stays guided.
 """
+import logging
+
 import torch
 
 CROSS_ATTENTION_KEYS = ("c_crossattn", "time_context")
 COND, UNCOND = 0, 1
 
 
-def step_index(sigma: float, sigmas) -> int:
-    """Index of the sampler step evaluated at noise level ``sigma``.
-
-    ``sigmas`` is the sampler's schedule, decreasing. An evaluation at a sigma
-    between two entries (a midpoint of a two-stage sampler) belongs to the step
-    that starts above it: the largest ``i`` with ``sigmas[i] >= sigma``.
-    """
-    sigmas = [float(s) for s in sigmas]
-    tolerance = 1e-5 * max(abs(sigma), 1e-8)
-    index = 0
-    for i, s in enumerate(sigmas[:-1]):
-        if s + tolerance >= sigma:
-            index = i
-    return index
-
-
-class StepCounter:
-    """Step numbers for hosts that do not pass the sampler's schedule to the model.
-
-    Counts distinct noise levels in the order they arrive; a rise in sigma starts
-    a new sampling run. Exact for samplers that evaluate the model only at the
-    schedule's sigmas (Euler, DPM++ 2M, LCM, Heun, ...).
-    """
-
-    def __init__(self):
-        self.last = None
-        self.step = -1
-
-    def __call__(self, sigma: float) -> int:
-        if self.last is None or sigma > self.last * (1 + 1e-6):
-            self.step = 0
-        elif sigma < self.last * (1 - 1e-6):
-            self.step += 1
-        self.last = sigma
-        return self.step
-
-
-def merge_cond_uncond(c: dict, batch: int, cond_or_uncond: list) -> dict:
-    """Conditioning for the single pass: the cond chunk, with cross-attention
-    contexts averaged over the cond and uncond chunks."""
-    chunks = len(cond_or_uncond)
-    i_cond, i_uncond = cond_or_uncond.index(COND), cond_or_uncond.index(UNCOND)
-    merged = {}
-    for key, value in c.items():
-        if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch:
-            parts = value.chunk(chunks)
-            if key in CROSS_ATTENTION_KEYS:
-                merged[key] = (parts[i_cond] + parts[i_uncond]) * 0.5
-            else:
-                merged[key] = parts[i_cond]
-        else:
-            merged[key] = value
+def mean_contexts(cond_c: dict, uncond_c: dict) -> dict:
+    """The cond's conditioning with each cross-attention context replaced by the cond/uncond mean."""
+    merged = dict(cond_c)
+    for key in CROSS_ATTENTION_KEYS:
+        if key in cond_c:
+            if uncond_c.get(key) is None or uncond_c[key].shape != cond_c[key].shape:
+                raise ValueError(f"VCUT guidance cutoff: the cond and uncond '{key}' differ in shape; "
+                                 "the cutoff needs SVD's one-token image conditioning on both")
+            merged[key] = (cond_c[key] + uncond_c[key]) * 0.5
     return merged
 
 
-class ComfyGuidanceCutoff:
-    """A ComfyUI ``model_function_wrapper`` implementing the cutoff.
+def chunk_conditioning(c: dict, batch: int, chunks: int, index: int) -> dict:
+    """Chunk ``index`` of every batched tensor in ``c`` (ComfyUI concatenates cond chunks)."""
+    return {key: value.chunk(chunks)[index] if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch
+            else value for key, value in c.items()}
 
-    ``previous`` is a wrapper that was already set on the model; it is called in
-    place of ``apply_model`` so patches compose.
+
+def _single_call(args, c):
+    options = dict(c.get("transformer_options", {}))
+    options["cond_or_uncond"] = [COND]
+    return dict(args, c=dict(c, transformer_options=options), cond_or_uncond=[COND])
+
+
+class ComfyGuidanceCutoff:
+    """ComfyUI ``model_function_wrapper`` plus post-CFG function implementing the cutoff.
+
+    ``previous`` is a wrapper already set on the model; it is called in place of
+    ``apply_model`` so patches compose. ``set_plan`` starts a sampling run; the
+    post-CFG function ends each evaluation. ``find_plan``, when given, is asked for a
+    plan when an evaluation arrives without one (hosts that offer no hook at the
+    start of sampling).
     """
 
-    def __init__(self, cutoff_step: int, previous=None):
+    def __init__(self, cutoff_step: int, previous=None, find_plan=None):
         self.cutoff_step = int(cutoff_step)
-        self.previous = previous
-        self.counter = StepCounter()
+        self.previous, self.find_plan = previous, find_plan
+        self.set_plan(None)
 
-    def _run(self, apply_model, args):
+    def set_plan(self, plan, run=None):
+        self.plan, self.run, self.evaluation, self.warned = plan, run, 0, False
+        self.cut_sigma = self.pending_uncond = self.guided_sigma = None
+
+    def _apply(self, apply_model, args):
         if self.previous is not None:
             return self.previous(apply_model, args)
         return apply_model(args["input"], args["timestep"], **args["c"])
 
-    def current_step(self, args) -> int:
-        sigma = float(args["timestep"].flatten()[0])
-        sigmas = args["c"].get("transformer_options", {}).get("sample_sigmas")
-        step = self.counter(sigma)
-        return step if sigmas is None else step_index(sigma, sigmas)
+    def step(self, sigma: float):
+        """Step of the current evaluation, or ``None`` when it is not known."""
+        if self.find_plan is not None:
+            found = self.find_plan(self.run)
+            if found is not None:
+                self.set_plan(*found)
+        if self.plan is None or self.evaluation >= len(self.plan):
+            if not self.warned:
+                logging.warning("VCUT guidance cutoff: this sampler's steps are not known here (see the node's "
+                                "tooltip); guidance stays on for this run")
+                self.warned = True
+            return None
+        expected = self.plan[self.evaluation]
+        if abs(expected.sigma - sigma) > 1e-6 * max(abs(sigma), 1.0):
+            logging.warning("VCUT guidance cutoff: the sampler left its planned schedule (sigma %.6g, planned "
+                            "%.6g); guidance stays on for the rest of this run", sigma, expected.sigma)
+            self.plan = None
+            return None
+        return expected.step
 
     def __call__(self, apply_model, args):
         cond_or_uncond = list(args["cond_or_uncond"])
-        step = self.current_step(args)
-        if step < self.cutoff_step or COND not in cond_or_uncond or UNCOND not in cond_or_uncond \
-                or len(cond_or_uncond) != 2:
-            return self._run(apply_model, args)
-        x = args["input"]
-        chunks = len(cond_or_uncond)
-        i_cond = cond_or_uncond.index(COND)
-        c = merge_cond_uncond(args["c"], x.shape[0], cond_or_uncond)
-        options = dict(c.get("transformer_options", {}))
-        options["cond_or_uncond"] = [COND]
-        c["transformer_options"] = options
-        single = {"input": x.chunk(chunks)[i_cond], "timestep": args["timestep"].chunk(chunks)[i_cond],
-                  "c": c, "cond_or_uncond": [COND]}
-        out = self._run(apply_model, single)
-        return torch.cat([out] * chunks)
+        sigma = float(args["timestep"].flatten()[0])
+        step = self.step(sigma)
+        if step is None or step < self.cutoff_step:
+            return self._apply(apply_model, args)
+        x, c = args["input"], args["c"]
+        if sorted(cond_or_uncond) == [COND, UNCOND]:
+            chunks = len(cond_or_uncond)
+            i_cond, i_uncond = cond_or_uncond.index(COND), cond_or_uncond.index(UNCOND)
+            merged = mean_contexts(chunk_conditioning(c, x.shape[0], chunks, i_cond),
+                                   chunk_conditioning(c, x.shape[0], chunks, i_uncond))
+            single = _single_call(args, merged)
+            single.update(input=x.chunk(chunks)[i_cond], timestep=args["timestep"].chunk(chunks)[i_cond])
+            out = self._apply(apply_model, single)
+            self.cut_sigma = sigma
+            return torch.cat([out] * chunks)
+        if cond_or_uncond == [UNCOND] and self.guided_sigma != sigma:
+            # Run apart, uncond first: keep its context for the cond call; this output is never used.
+            self.pending_uncond = (sigma, c)
+            return torch.zeros_like(x)
+        if cond_or_uncond == [COND] and self.pending_uncond and self.pending_uncond[0] == sigma:
+            out = self._apply(apply_model, _single_call(args, mean_contexts(c, self.pending_uncond[1])))
+            self.pending_uncond, self.cut_sigma = None, sigma
+            return out
+        # A cond call that came first (or without any uncond: cfg 1) runs as it is, and so does its uncond.
+        self.guided_sigma = sigma
+        return self._apply(apply_model, args)
+
+    def post_cfg(self, args):
+        """Ends an evaluation: a cut evaluation's output is its single pass."""
+        sigma = float(args["sigma"].flatten()[0])
+        cut = self.cut_sigma == sigma
+        self.cut_sigma = self.pending_uncond = self.guided_sigma = None
+        self.evaluation += 1
+        return args["cond_denoised"] if cut else args["denoised"]

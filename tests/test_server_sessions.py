@@ -1,0 +1,170 @@
+"""The pack as a long-running ComfyUI server runs it: models stay loaded between prompts (on the
+early-2024 host with the last prompt's object patches still applied), cond and uncond run as separate
+UNet calls when free memory is short, and every sampler ComfyUI ships."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from comfy_host import ComfyServer, comfyui_path
+from etc_core import FPSEmbedding, save_fps_module
+from graphs import etc_graph, etc_patch_graph, recorded_events, svd_graph, unet_calls
+
+TINY_SD2 = "sd-unet:in=4,ch=32,temb=128"
+
+
+def _write_fps_files(server):
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        module = FPSEmbedding(128)
+        torch.nn.init.normal_(module.mlp[-1].weight, std=0.5)
+        save_fps_module(os.path.join(server.base, "models", "etc", f"session_fps_{seed}.safetensors"), module,
+                        frames=4, layout="2x2", theta=10000.0, base_model=TINY_SD2)
+
+
+@pytest.fixture(scope="module")
+def fresh_server(tmp_path_factory):
+    """A second server; every graph on it runs with no model loaded and nothing cached."""
+    server = ComfyServer(str(tmp_path_factory.mktemp("fresh")))
+    _write_fps_files(server)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _tensors(server, graph, prefix):
+    server.run(graph)
+    return load_file(server.output_path(f"{prefix}.safetensors"))
+
+
+# (name, graph before the change, graph after): one setting of one pack node changed between two prompts.
+CHANGES = [
+    ("me_strength", lambda p: etc_patch_graph(me=(1.0, 10000.0), prefix=p),
+     lambda p: etc_patch_graph(me=(0.5, 10000.0), prefix=p)),
+    ("me_theta", lambda p: etc_patch_graph(me=(1.0, 10000.0), prefix=p),
+     lambda p: etc_patch_graph(me=(1.0, 50.0), prefix=p)),
+    ("fps", lambda p: etc_patch_graph(fps=(8, "session_fps_1.safetensors"), prefix=p),
+     lambda p: etc_patch_graph(fps=(24, "session_fps_1.safetensors"), prefix=p)),
+    ("fps_weights", lambda p: etc_patch_graph(fps=(8, "session_fps_1.safetensors"), prefix=p),
+     lambda p: etc_patch_graph(fps=(8, "session_fps_2.safetensors"), prefix=p)),
+    ("me_then_fps", lambda p: etc_patch_graph(me=(1.0, 10000.0), fps=(8, "session_fps_1.safetensors"), prefix=p),
+     lambda p: etc_patch_graph(me=(2.0, 10000.0), fps=(30, "session_fps_2.safetensors"), prefix=p)),
+    ("vcut_modes", lambda p: svd_graph(vcut=("linear", "drop"), prefix=p),
+     lambda p: svd_graph(vcut=("keep", "linear"), prefix=p)),
+    ("vcut_again", lambda p: svd_graph(vcut=("linear", "linear"), prefix=p),
+     lambda p: svd_graph(vcut=("linear", "drop"), prefix=p)),
+    ("cutoff_step", lambda p: svd_graph(vcut=("linear", "drop"), cutoff=2, prefix=p),
+     lambda p: svd_graph(vcut=("linear", "drop"), cutoff=4, prefix=p)),
+    ("etc_sampler_layout", lambda p: etc_graph(layout="2x2", prefix=p, video=False),
+     lambda p: etc_graph(layout="1x4", prefix=p, video=False)),
+    ("etc_sampler_theta", lambda p: etc_graph(prefix=p, video=False),
+     lambda p: etc_graph(theta=100.0, prefix=p, video=False)),
+    ("etc_sampler_fps", lambda p: etc_graph(fps=8, fps_weights="session_fps_1.safetensors", prefix=p, video=False),
+     lambda p: etc_graph(fps=24, fps_weights="session_fps_1.safetensors", prefix=p, video=False)),
+]
+
+
+@pytest.mark.parametrize("name,before,after", CHANGES, ids=[c[0] for c in CHANGES])
+def test_requeued_setting_equals_fresh_server(comfy_server, fresh_server, name, before, after):
+    if not os.path.exists(os.path.join(comfy_server.base, "models", "etc", "session_fps_1.safetensors")):
+        _write_fps_files(comfy_server)
+    first = _tensors(comfy_server, before(f"{name}_before"), f"{name}_before")
+    requeued = _tensors(comfy_server, after(f"{name}_after"), f"{name}_after")
+    fresh_server.unload_models()
+    fresh = _tensors(fresh_server, after(f"{name}_fresh"), f"{name}_fresh")
+    for key in fresh:
+        assert torch.equal(requeued[key], fresh[key]), f"{name}: {key} differs from a fresh server's"
+    assert any(not torch.equal(first[key], fresh[key]) for key in fresh), "the change must change the output"
+
+
+def _steps_of_calls(events):
+    """Sampler step of each recorded UNet call, from the progress steps interleaved with them: a
+    call directly followed by progress i + 1 is step i's first; other calls belong to the last step."""
+    steps, last = [], 0
+    for k, event in enumerate(events):
+        if "progress" in event:
+            last = event["progress"] - 1
+        else:
+            following = events[k + 1] if k + 1 < len(events) else {}
+            steps.append(following["progress"] - 1 if "progress" in following else last)
+    return steps
+
+
+def test_low_memory_cutoff_makes_one_pass_per_step_and_matches_batched(comfy_server):
+    steps, cutoff = 6, 3
+    batched = _tensors(comfy_server, svd_graph(steps=steps, vcut=("linear", "linear"), cutoff=cutoff,
+                                               prefix="lowmem_batched"), "lowmem_batched")["latent"]
+    graph = svd_graph(steps=steps, vcut=("linear", "linear"), cutoff=cutoff, low_memory=True,
+                      count_file="lowmem_passes.json", prefix="lowmem_apart")
+    apart = _tensors(comfy_server, graph, "lowmem_apart")["latent"]
+    calls = unet_calls(comfy_server, "lowmem_passes.json")
+    assert [(c["batch"], c["cond_or_uncond"]) for c in calls] == \
+        [(4, [1]), (4, [0])] * cutoff + [(4, [0])] * (steps - cutoff)
+    guided = _tensors(comfy_server, svd_graph(steps=steps, vcut=("linear", "linear"), low_memory=True,
+                                              prefix="lowmem_guided"), "lowmem_guided")["latent"]
+    assert (apart - batched).abs().max() <= 1e-5 * batched.abs().max()
+    assert (guided - batched).abs().max() > 1e-3 * batched.abs().max()
+
+
+@pytest.mark.parametrize("guidance", ["VideoLinearCFGGuidance", "VideoTriangleCFGGuidance"])
+def test_cutoff_composes_with_video_cfg_in_either_order(comfy_server, guidance):
+    def run(prefix, after, **kwargs):
+        graph = svd_graph(vcut=("linear", "drop"), cutoff=3, guidance=guidance, cutoff_after_guidance=after,
+                          prefix=prefix, **kwargs)
+        return _tensors(comfy_server, graph, prefix)["latent"]
+
+    before = run(f"order_{guidance}_before", False)
+    after = run(f"order_{guidance}_after", True, count_file=f"order_{guidance}.json")
+    assert torch.equal(before, after)
+    assert [c["batch"] for c in unet_calls(comfy_server, f"order_{guidance}.json")] == [8, 8, 8, 4, 4, 4]
+
+
+def _host_samplers():
+    code = ("import sys; sys.path.insert(0, '.'); from comfy.cli_args import args; args.cpu = True; "
+            "import comfy.samplers as s; print(' '.join(s.KSampler.SAMPLERS))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=comfyui_path(), capture_output=True, text=True,
+                         check=True).stdout
+    return out.strip().splitlines()[-1].split()  # the last line: ComfyUI prints its device first
+
+
+SAMPLERS = _host_samplers()
+# Guidance depends on the model's output only for this one: its steps are not known before it runs.
+ADAPTIVE = {"dpm_adaptive"}
+
+
+# Every sampler at c = 2 of 4 steps; c = 1 (the first boundary, where a corrector or midpoint is easiest to
+# mistake for the next step) for the two-stage ones, or for all with ETCVCUT_ALL_SAMPLER_CASES=1.
+CASES = [(sampler, 2) for sampler in SAMPLERS] + [
+    (sampler, 1) for sampler in SAMPLERS
+    if os.environ.get("ETCVCUT_ALL_SAMPLER_CASES") or sampler in ("euler", "heun", "dpm_2", "dpm_2_ancestral",
+                                                                   "dpmpp_2s_ancestral", "dpmpp_sde")]
+
+
+@pytest.mark.parametrize("sampler,cutoff", CASES)
+def test_cutoff_counts_steps_for_every_sampler(comfy_server, sampler, cutoff):
+    steps, name = 4, f"sampler_{sampler}_{cutoff}"
+    graph = svd_graph(steps=steps, vcut=("linear", "drop"), cutoff=cutoff, sampler=sampler, count_file=f"{name}.json",
+                      prefix=name)
+    comfy_server.run(graph)
+    events = recorded_events(comfy_server, f"{name}.json")
+    batches = [e["batch"] for e in events if "batch" in e]
+    if sampler in ADAPTIVE:
+        assert set(batches) == {8}, batches
+        return
+    call_steps = _steps_of_calls(events)
+    assert batches == [8 if step < cutoff else 4 for step in call_steps], f"{sampler}: steps per call {call_steps}"
+    if sampler in EXPECTED:
+        assert batches == EXPECTED[sampler][cutoff]
+
+
+# Read off the k-diffusion code for 4 steps: Heun's corrector sits on the next step's sigma (none after the
+# last step); DPM-2 ancestral and DPM++ 2S ancestral/SDE evaluate a midpoint in every step but the last.
+EXPECTED = {
+    "euler": {1: [8, 4, 4, 4], 2: [8, 8, 4, 4]},
+    "heun": {1: [8, 8, 4, 4, 4, 4, 4], 2: [8, 8, 8, 8, 4, 4, 4]},
+    "dpmpp_2s_ancestral": {1: [8, 8, 4, 4, 4, 4, 4], 2: [8, 8, 8, 8, 4, 4, 4]},
+    "dpmpp_sde": {1: [8, 8, 4, 4, 4, 4, 4], 2: [8, 8, 8, 8, 4, 4, 4]},
+}
