@@ -4,21 +4,18 @@ Screenshots go to docs/screenshots/ when ETCVCUT_WRITE_SCREENSHOTS=1 (for the RE
 import glob
 import json
 import os
-import shutil
 import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
+from browser import CHROMIUM, frontend_page  # noqa: E402
 from workflow_format import renumber  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
 UI = sorted(glob.glob(os.path.join(REPO, "workflows", "ui", "*.json")))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 
 LOAD = """async (workflow) => {
   const LG = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
@@ -36,14 +33,8 @@ LOAD = """async (workflow) => {
 
 @pytest.fixture(scope="module")
 def page(comfy_server):
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1800, "height": 1000})
-        page.goto(comfy_server.url)
-        page.wait_for_function("!!(window.app && window.app.graph && typeof window.app.graphToPrompt === 'function')",
-                               timeout=120000)
+    with frontend_page(playwright.sync_playwright, comfy_server.url) as page:
         yield page
-        browser.close()
 
 
 @pytest.mark.parametrize("path", UI, ids=os.path.basename)
