@@ -4,7 +4,7 @@
 API format (what scripts queue): {id: {"class_type", "inputs": {name: value or [node, slot]}}}.
 UI format (what users drag in): LiteGraph nodes with widgets_values in input order, and links.
 
-    python scripts/workflow_format.py workflows/api/svd_vcut.json workflows/ui/svd_vcut.json \\
+    python scripts/workflow_format.py workflows/api/svd_vcut.json example_workflows/svd_vcut.json \\
         --server http://127.0.0.1:8188
 """
 import argparse

@@ -1,6 +1,7 @@
 """Every UI workflow loads in ComfyUI's real web frontend, in headless Chromium driven by Playwright:
 no missing node type, every link in place, and the frontend's own graphToPrompt() gives the API twin.
-Screenshots go to docs/screenshots/ when ETCVCUT_WRITE_SCREENSHOTS=1 (for the README), else to tmp."""
+Screenshots go to docs/screenshots/ when ETCVCUT_WRITE_SCREENSHOTS=1 (for the README, with a .jpg
+thumbnail next to each workflow for ComfyUI's template browser), else to tmp."""
 import glob
 import json
 import os
@@ -10,12 +11,12 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
-from browser import CHROMIUM, frontend_page  # noqa: E402
+from browser import CHROMIUM, FIT_GRAPH, frontend_page  # noqa: E402
 from workflow_format import renumber  # noqa: E402
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
-UI = sorted(glob.glob(os.path.join(REPO, "workflows", "ui", "*.json")))
+UI = sorted(glob.glob(os.path.join(REPO, "example_workflows", "*.json")))
 
 LOAD = """async (workflow) => {
   const LG = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
@@ -41,7 +42,7 @@ def page(comfy_server):
 def test_ui_workflow_loads_in_the_web_frontend(page, comfy_server, path, tmp_path):
     with open(path) as f:
         workflow = json.load(f)
-    with open(path.replace(os.path.join("workflows", "ui"), os.path.join("workflows", "api"))) as f:
+    with open(path.replace("example_workflows", os.path.join("workflows", "api"))) as f:
         api = json.load(f)
     result = page.evaluate(LOAD, workflow)
     assert result["registered"] > 100 and result["missing"] == [] and result["errors"] == []
@@ -53,7 +54,14 @@ def test_ui_workflow_loads_in_the_web_frontend(page, comfy_server, path, tmp_pat
                   "inputs": {k: x for k, x in v["inputs"].items() if k in declared[v["class_type"]]}}
               for n, v in result["output"].items()}
     assert queued == renumber(api)
+    page.evaluate(FIT_GRAPH)
     page.wait_for_timeout(500)
     out_dir = os.path.join(REPO, "docs", "screenshots") if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS") else tmp_path
     os.makedirs(out_dir, exist_ok=True)
-    page.screenshot(path=os.path.join(out_dir, os.path.basename(path).replace(".json", ".png")))
+    screenshot = os.path.join(out_dir, os.path.basename(path).replace(".json", ".png"))
+    page.screenshot(path=screenshot)
+    if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS"):  # the template browser's thumbnail, next to the workflow
+        from PIL import Image
+        with Image.open(screenshot) as image:
+            image.convert("RGB").resize((640, 640 * image.height // image.width), Image.LANCZOS).save(
+                path.replace(".json", ".jpg"), quality=85)

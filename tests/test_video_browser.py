@@ -16,13 +16,13 @@ import urllib.parse
 
 import pytest
 
-from browser import CHROMIUM, frontend_page
+from browser import CHROMIUM, FIT_GRAPH, frontend_page
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
 MIME = {"h264-mp4": "video/mp4", "vp9-webm": "video/webm", "webp": "image/webp"}
-SAVE_NODE = 5  # ETCSaveVideo in workflows/ui/etc_text_to_video.json
+SAVE_NODE = 5  # ETCSaveVideo in example_workflows/etc_text_to_video.json
 
 PLAY = """async (url) => {
   const video = document.createElement("video");
@@ -77,7 +77,7 @@ def view_url(entry: dict) -> str:
 
 
 def tiny_workflow() -> dict:
-    with open(os.path.join(REPO, "workflows", "ui", "etc_text_to_video.json")) as f:
+    with open(os.path.join(REPO, "example_workflows", "etc_text_to_video.json")) as f:
         workflow = json.load(f)
     (loader,) = [n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple"]
     loader.update(type="ETCVCUTTestTinySD2", widgets_values=[0], properties={"Node name for S&R": "ETCVCUTTestTinySD2"})
@@ -152,10 +152,7 @@ def test_the_save_node_shows_a_preview_after_a_run(page, runs, legacy, tmp_path)
         assert preview["kind"] == "img" and ".gif" in preview["src"] and "type=temp" in preview["src"]
     else:  # the MP4 itself in a <video>
         assert preview["kind"] == "video" and ".mp4" in preview["src"] and "type=output" in preview["src"]
-    # The whole graph in view, below the current frontend's tab bar.
-    page.evaluate("() => { const ds = window.app.canvas.ds; ds.scale = window.comfyAPI ? 0.85 : 1;"
-                  " ds.offset = [40, window.comfyAPI ? 100 : 20];"
-                  " window.app.canvas.setDirty(true, true); }")
+    page.evaluate(FIT_GRAPH)
     page.wait_for_timeout(1000)
     out_dir = os.path.join(REPO, "docs", "screenshots") if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS") else tmp_path
     os.makedirs(out_dir, exist_ok=True)
