@@ -70,9 +70,12 @@ def _write_av(path: str, frames: np.ndarray, fps: float, fmt: str, crf: int, met
         stream = container.add_stream(video_codec, rate=Fraction(round(fps * 1000), 1000))
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf)}
+        codec_options = {"crf": str(crf)}
         if fmt == "vp9-webm":
             stream.bit_rate = 0  # constant quality: crf alone sets the quality
+            # libvpx's default speed is about 3x slower than cpu-used 4 with row threads, at a similar size.
+            codec_options.update({"row-mt": "1", "cpu-used": "4"})
+        stream.options = codec_options
         if audio is not None:  # every stream exists before the first packet is muxed
             waveform, sample_rate = audio
             layout = "mono" if waveform.shape[0] == 1 else "stereo"
