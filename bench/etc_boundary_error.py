@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, ".."), os.path.join(HERE, "..", "tests")]
 from etc_core import boundary_error_rate, pack  # noqa: E402
 from etc_core.train import ETCTrainer, TrainConfig  # noqa: E402
-from etc_core.video_io import write_mp4  # noqa: E402
+from etc_core.video_io import write_video  # noqa: E402
 from tiny_diffusers import write_tiny_sd  # noqa: E402
 
 COLORS = {"red": (230, 40, 40), "green": (40, 230, 40), "blue": (40, 40, 230), "yellow": (230, 230, 40)}
@@ -65,7 +65,7 @@ def write_data(folder: str) -> str:
     for name, color in COLORS.items():
         for dx, dy, motion in ((1, 0, "right"), (0, 1, "down")):
             path = os.path.join(folder, f"{name}_{motion}.mp4")
-            write_mp4(path, shaded_square_video(color, dx, dy), 30.0)
+            write_video(path, shaded_square_video(color, dx, dy), 30.0)
             lines.append(json.dumps({"video": path, "caption": f"a {name} square moving {motion}"}) + "\n")
     manifest = os.path.join(folder, "videos.jsonl")
     with open(manifest, "w") as f:

@@ -1,71 +1,200 @@
-"""MP4 writing with the workflow embedded, and reading it back.
+"""Video files with the ComfyUI workflow embedded, and reading them back (PyAV + Pillow, no ComfyUI import).
 
-OpenCV writes the video (MPEG-4 Part 2, 'mp4v', which every OpenCV wheel can
-encode). The prompt and workflow JSON go into a top-level ISO-BMFF ``uuid`` box
-appended after the movie; players skip boxes they do not know.
+Formats (``FORMATS``):
+
+- ``h264-mp4``: H.264 yuv420p through libx264. ``prompt``/``workflow`` are ``moov/udta/meta`` keys + ilst
+  items (``movflags=use_metadata_tags``), where ComfyUI's frontend looks when an MP4 is dropped; ``faststart``
+  puts the ``moov`` box first, so a browser plays while downloading and the frontend (which reads the first
+  64 MiB) finds it in a long file too. AAC audio.
+- ``vp9-webm``: VP9 yuv420p through libvpx; the keys are Matroska SimpleTags (``PROMPT``/``WORKFLOW``) in
+  the header, which the frontend reads from the first 2 MiB. Opus audio.
+- ``webp``: animated WEBP through Pillow, metadata as EXIF ``"key:json"`` strings (0x0110 prompt, 0x010f
+  and down for the workflow), as ComfyUI's own SaveAnimatedWEBP writes it. No audio.
+
+``write_gif`` writes the small animated GIF the node shows as a preview in frontends that only show images.
 """
 import json
+import logging
+import math
 import os
-import struct
-import uuid
+from fractions import Fraction
 
 import numpy as np
 
-METADATA_UUID = uuid.UUID("6574632d-7663-7574-2d77-6f726b666c6f").bytes  # "etc-vcut-workflo"
+FORMATS = ("h264-mp4", "vp9-webm", "webp")
+EXTENSIONS = {"h264-mp4": "mp4", "vp9-webm": "webm", "webp": "webp"}
+MAX_CRF = {"h264-mp4": 51, "vp9-webm": 63, "webp": 100}
+_CONTAINERS = {"h264-mp4": ("mp4", "libx264", "aac"), "vp9-webm": ("webm", "libvpx-vp9", "libopus")}
+_EXIF_PROMPT, _EXIF_FIRST_EXTRA = 0x0110, 0x010F
+log = logging.getLogger(__name__)
 
 
-def write_mp4(path: str, frames: np.ndarray, fps: float, metadata: dict = None) -> str:
-    """Write RGB uint8 frames [T, H, W, 3] to ``path`` atomically; returns ``path``."""
-    import cv2
-
+def _check_frames(frames) -> np.ndarray:
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not frames.shape[0]:
+        raise ValueError(f"frames must be uint8 [T>0, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    return frames
+
+
+def even_frames(frames: np.ndarray):
+    """``(frames, note)``: odd heights/widths padded by one edge-replicated row/column for yuv420p, whose
+    chroma planes are half size; ``note`` says so, or is ``None``."""
     height, width = frames.shape[1:3]
-    partial = path + ".partial.mp4"
-    writer = cv2.VideoWriter(partial, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"OpenCV cannot write an mp4v video to {partial}")
-    try:
+    pad_h, pad_w = height % 2, width % 2
+    if not (pad_h or pad_w):
+        return frames, None
+    padded = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return padded, f"{width}x{height} padded to {width + pad_w}x{height + pad_h} (yuv420p needs even sizes)"
+
+
+def _json_values(metadata: dict) -> dict:
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in (metadata or {}).items()
+            if value is not None}
+
+
+def _audio_waveform(audio, seconds: float):
+    """``audio = (waveform [C, S] float in [-1, 1], sample_rate)`` cut to the video's length, checked."""
+    waveform, sample_rate = audio
+    waveform = np.asarray(waveform, np.float32)
+    if waveform.ndim != 2 or waveform.shape[0] not in (1, 2) or not waveform.shape[1]:
+        raise ValueError(f"audio must be mono or stereo with samples, got a waveform of shape {list(waveform.shape)}")
+    return np.ascontiguousarray(waveform[:, :math.ceil(sample_rate * seconds)]), int(sample_rate)
+
+
+def _write_av(path: str, frames: np.ndarray, fps: float, fmt: str, crf: int, metadata: dict, audio):
+    import av
+    container_format, video_codec, audio_codec = _CONTAINERS[fmt]
+    options = {"movflags": "use_metadata_tags+faststart"} if container_format == "mp4" else {}
+    with av.open(path, mode="w", format=container_format, options=options) as container:
+        container.metadata.update(_json_values(metadata))
+        stream = container.add_stream(video_codec, rate=Fraction(round(fps * 1000), 1000))
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        codec_options = {"crf": str(crf)}
+        if fmt == "vp9-webm":
+            stream.bit_rate = 0  # constant quality: crf alone sets the quality
+            # libvpx's default speed is about 3x slower than cpu-used 4 with row threads, at a similar size.
+            codec_options.update({"row-mt": "1", "cpu-used": "4"})
+        stream.options = codec_options
+        if audio is not None:  # every stream exists before the first packet is muxed
+            waveform, sample_rate = audio
+            layout = "mono" if waveform.shape[0] == 1 else "stereo"
+            # Opus encodes 48 kHz; PyAV's encoder resamples the frame to the stream's rate and format.
+            audio_stream = container.add_stream(audio_codec, rate=48000 if audio_codec == "libopus" else sample_rate,
+                                                layout=layout)
         for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+        if audio is not None:
+            frame = av.AudioFrame.from_ndarray(waveform, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = sample_rate, 0
+            container.mux(audio_stream.encode(frame))
+            container.mux(audio_stream.encode(None))
+
+
+def _webp_exif(metadata: dict):
+    from PIL import Image
+    exif = Image.Exif()
+    values = dict(_json_values(metadata))
+    if "prompt" in values:
+        exif[_EXIF_PROMPT] = "prompt:" + values.pop("prompt")
+    for tag, (key, value) in zip(range(_EXIF_FIRST_EXTRA, 0, -1), values.items()):
+        exif[tag] = f"{key}:{value}"
+    return exif
+
+
+def _write_pillow(path: str, frames: np.ndarray, fps: float, pil_format: str, **options):
+    from PIL import Image
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, format=pil_format, save_all=True, append_images=images[1:], duration=1000.0 / fps,
+                   loop=0, **options)
+
+
+def _atomic(path: str, write):
+    """Run ``write(partial)`` and move the result to ``path``; nothing is left at ``path`` on failure."""
+    partial = path + ".partial"
+    try:
+        write(partial)
+        os.replace(partial, path)
     finally:
-        writer.release()
-    if metadata:
-        payload = json.dumps(metadata).encode()
-        with open(partial, "ab") as f:
-            f.write(struct.pack(">I4s", 8 + 16 + len(payload), b"uuid") + METADATA_UUID + payload)
-    os.replace(partial, path)
+        if os.path.exists(partial):
+            os.remove(partial)
     return path
 
 
-def read_mp4_metadata(path: str) -> dict:
-    """The JSON written by :func:`write_mp4`, or ``{}``."""
+def write_video(path: str, frames: np.ndarray, fps: float, fmt: str = "h264-mp4", crf: int = 19,
+                metadata: dict = None, audio=None) -> str:
+    """Write RGB uint8 frames [T, H, W, 3] at ``fps`` to ``path`` atomically; returns ``path``.
+
+    ``crf``: lower is better and bigger (H.264 0-51, VP9 0-63; WEBP quality = 100 - crf).
+    ``metadata``: ``{"prompt": ..., "workflow": ...}``, values JSON-encoded unless strings.
+    ``audio``: ``(waveform [C, S], sample_rate)`` or ``None`` (MP4 and WebM only).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {list(FORMATS)}")
+    frames = _check_frames(frames)
+    if not fps > 0:
+        raise ValueError(f"frame_rate must be positive, got {fps}")
+    if not 0 <= crf <= MAX_CRF[fmt]:
+        raise ValueError(f"crf {crf} is outside 0-{MAX_CRF[fmt]}, the range of {fmt}")
+    if fmt == "webp":
+        if audio is not None:
+            raise ValueError("audio: WEBP has no audio track; pick h264-mp4 or vp9-webm, or disconnect the audio")
+        return _atomic(path, lambda partial: _write_pillow(partial, frames, fps, "WEBP", quality=100 - crf,
+                                                           exif=_webp_exif(metadata)))
+    frames, note = even_frames(frames)
+    if note:
+        log.warning("%s: %s", os.path.basename(path), note)
+    audio = None if audio is None else _audio_waveform(audio, len(frames) / fps)
+    return _atomic(path, lambda partial: _write_av(partial, frames, fps, fmt, crf, metadata, audio))
+
+
+def write_gif(path: str, frames: np.ndarray, fps: float, max_side: int = 512) -> str:
+    """A looping GIF of the frames, every ``k``-th pixel so the longer side is at most ``max_side``."""
+    frames = _check_frames(frames)
+    step = math.ceil(max(frames.shape[1:3]) / max_side)
+    return _atomic(path, lambda partial: _write_pillow(partial, frames[:, ::step, ::step], fps, "GIF"))
+
+
+def _is_pillow_animation(path: str) -> bool:
     with open(path, "rb") as f:
-        data = f.read()
-    offset = 0
-    while offset + 8 <= len(data):
-        size, kind = struct.unpack(">I4s", data[offset:offset + 8])
-        if size < 8:
-            break
-        if kind == b"uuid" and data[offset + 8:offset + 24] == METADATA_UUID:
-            return json.loads(data[offset + 24:offset + size])
-        offset += size
-    return {}
+        head = f.read(12)
+    return head[:4] == b"GIF8" or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
-def read_mp4_frames(path: str) -> np.ndarray:
-    """Decode every frame as RGB uint8 [T, H, W, 3]."""
-    import cv2
-
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
+def read_video_frames(path: str) -> np.ndarray:
+    """Decode every frame of a file written by :func:`write_video` (or any PyAV-readable video) as RGB uint8
+    [T, H, W, 3]."""
+    if _is_pillow_animation(path):
+        from PIL import Image, ImageSequence
+        with Image.open(path) as image:
+            return np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)])
+    import av
+    with av.open(path) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def _decoded(values: dict) -> dict:
+    """The values that are JSON objects or arrays (a container's own tags are plain strings or numbers)."""
+    out = {}
+    for key, value in values.items():
+        try:
+            value = json.loads(value)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(value, (dict, list)):
+            out[key.lower()] = value
+    return out
+
+
+def read_video_metadata(path: str) -> dict:
+    """The JSON values written by :func:`write_video` (``prompt``, ``workflow``, ...), or ``{}``."""
+    if _is_pillow_animation(path):
+        from PIL import Image
+        with Image.open(path) as image:
+            items = [str(v).partition(":") for v in image.getexif().values()]
+        return _decoded({key: value for key, _, value in items})
+    import av
+    with av.open(path) as container:
+        return _decoded(dict(container.metadata))

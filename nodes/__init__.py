@@ -1,8 +1,8 @@
 """ComfyUI adapters. Each module contributes NODE_CLASS_MAPPINGS and NODE_DISPLAY_NAME_MAPPINGS."""
-from . import etc_data_nodes, etc_nodes, etc_train_nodes, vcut_nodes
+from . import etc_data_nodes, etc_nodes, etc_train_nodes, vcut_nodes, video_nodes
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (etc_nodes, etc_data_nodes, etc_train_nodes, vcut_nodes):
+for _module in (etc_nodes, etc_data_nodes, etc_train_nodes, vcut_nodes, video_nodes):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

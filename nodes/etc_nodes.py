@@ -5,7 +5,6 @@ import torch
 
 from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
                         load_fps_module, pack, parse_layout, unpack)
-from ..etc_core.video_io import write_mp4
 from .comfy_versions import module_to_patch
 
 CATEGORY = "video/ETC"
@@ -239,41 +238,15 @@ class ETCSampler:
         return (images.reshape(-1, *images.shape[-3:]), latent)
 
 
-class ETCSaveVideo:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ETC/video"}),
-                             "frame_rate": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1})},
-                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
-
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "save"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Writes the frames as an MP4 (mp4v) with the prompt and workflow embedded."
-
-    def save(self, images, filename_prefix, frame_rate, prompt=None, extra_pnginfo=None):
-        import folder_paths
-        out_dir = folder_paths.get_output_directory()
-        full_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, out_dir,
-                                                                                 images.shape[2], images.shape[1])
-        filename = f"{name}_{counter:05}_.mp4"
-        frames = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-        metadata = {"prompt": prompt, **(extra_pnginfo or {})}
-        write_mp4(os.path.join(full_dir, filename), frames, frame_rate, metadata)
-        return {"ui": {"videos": [{"filename": filename, "subfolder": subfolder, "type": "output"}]}}
-
-
 NODE_CLASS_MAPPINGS = {
     "ETCEmptyGridLatent": ETCEmptyGridLatent, "ETCGridPackLatent": ETCGridPackLatent,
     "ETCGridUnpackLatent": ETCGridUnpackLatent, "ETCGridPackImage": ETCGridPackImage,
     "ETCGridUnpackImage": ETCGridUnpackImage, "ETCMixedEmbedding": ETCMixedEmbedding,
-    "ETCFPSConditioning": ETCFPSConditioning, "ETCSampler": ETCSampler, "ETCSaveVideo": ETCSaveVideo,
+    "ETCFPSConditioning": ETCFPSConditioning, "ETCSampler": ETCSampler,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "ETCEmptyGridLatent": "ETC Empty Grid Latent", "ETCGridPackLatent": "ETC Grid Pack (latent)",
     "ETCGridUnpackLatent": "ETC Grid Unpack (latent)", "ETCGridPackImage": "ETC Grid Pack (image)",
     "ETCGridUnpackImage": "ETC Grid Unpack (image)", "ETCMixedEmbedding": "ETC Mixed Embedding",
     "ETCFPSConditioning": "ETC FPS Conditioning", "ETCSampler": "ETC Sampler (text-to-video)",
-    "ETCSaveVideo": "ETC Save Video (MP4)",
 }

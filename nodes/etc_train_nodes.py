@@ -62,7 +62,8 @@ class ETCTrainer:
             bar.update_absolute(run.step, run.total or config["max_steps"])
             time.sleep(0.25)
         folder = run.wait()
-        curve = torch.from_numpy(loss_curve_image(run.losses)).float().div(255).unsqueeze(0)
+        curve = loss_curve_image(run.losses, first_step=run.step - len(run.losses) + 1)
+        curve = torch.from_numpy(curve).float().div(255).unsqueeze(0)
         return {"ui": {"text": [f"{run.step} steps -> {folder}"]}, "result": (folder, curve)}
 
 

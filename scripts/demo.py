@@ -83,7 +83,7 @@ def main() -> int:
             outputs = run(server.url, prompt, progress=lambda m, n=name: print(f"[{n}] {m}"))
             seconds = time.perf_counter() - start
             videos = [os.path.join(v.get("subfolder", ""), v["filename"])
-                      for o in outputs.values() for v in o.get("videos", []) + o.get("images", [])
+                      for o in outputs.values() for v in o.get("images", [])
                       if v.get("type", "output") == "output"]
             for video in videos:
                 shutil.copy(server.output_path(video), os.path.join(out, os.path.basename(video)))

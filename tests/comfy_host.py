@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zipfile
@@ -171,8 +172,12 @@ class ComfyServer:
                   "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "free",
                                                                               "image": ["img", 0]}}})
 
-    def queue(self, prompt: dict) -> str:
-        body = json.dumps({"prompt": prompt, "client_id": str(uuid.uuid4())}).encode()
+    def queue(self, prompt: dict, workflow: dict = None) -> str:
+        """Queue an API graph; ``workflow`` is sent as the frontend sends it, for save nodes to embed."""
+        body = {"prompt": prompt, "client_id": str(uuid.uuid4())}
+        if workflow is not None:
+            body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
+        body = json.dumps(body).encode()
         request = urllib.request.Request(self.url + "/prompt", data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=60) as r:
@@ -198,8 +203,14 @@ class ComfyServer:
             time.sleep(0.25)
         raise TimeoutError(f"prompt {prompt_id} did not finish within {timeout}s")
 
-    def run(self, prompt: dict, timeout: float = 600) -> dict:
-        return self.wait(self.queue(prompt), timeout)
+    def run(self, prompt: dict, timeout: float = 600, workflow: dict = None) -> dict:
+        return self.wait(self.queue(prompt, workflow), timeout)
+
+    def view(self, entry: dict) -> bytes:
+        """The bytes ComfyUI's /view serves for a ui entry ``{"filename", "subfolder", "type"}``."""
+        query = urllib.parse.urlencode({k: entry[k] for k in ("filename", "subfolder", "type")})
+        with urllib.request.urlopen(f"{self.url}/view?{query}", timeout=30) as r:
+            return r.read()
 
     def output_path(self, *parts) -> str:
         return os.path.join(self.base, "output", *parts)

@@ -1,24 +1,22 @@
 """Every UI workflow loads in ComfyUI's real web frontend, in headless Chromium driven by Playwright:
 no missing node type, every link in place, and the frontend's own graphToPrompt() gives the API twin.
-Screenshots go to docs/screenshots/ when ETCVCUT_WRITE_SCREENSHOTS=1 (for the README), else to tmp."""
+Screenshots go to docs/screenshots/ when ETCVCUT_WRITE_SCREENSHOTS=1 (for the README, with a .jpg
+thumbnail next to each workflow for ComfyUI's template browser), else to tmp."""
 import glob
 import json
 import os
-import shutil
 import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
+from browser import CHROMIUM, FIT_GRAPH, frontend_page  # noqa: E402
 from workflow_format import renumber  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
 UI = sorted(glob.glob(os.path.join(REPO, "workflows", "ui", "*.json")))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 
 LOAD = """async (workflow) => {
   const LG = window.LiteGraph ?? window.comfyAPI?.litegraph?.LiteGraph;
@@ -36,14 +34,8 @@ LOAD = """async (workflow) => {
 
 @pytest.fixture(scope="module")
 def page(comfy_server):
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1800, "height": 1000})
-        page.goto(comfy_server.url)
-        page.wait_for_function("!!(window.app && window.app.graph && typeof window.app.graphToPrompt === 'function')",
-                               timeout=120000)
+    with frontend_page(playwright.sync_playwright, comfy_server.url) as page:
         yield page
-        browser.close()
 
 
 @pytest.mark.parametrize("path", UI, ids=os.path.basename)
@@ -62,7 +54,14 @@ def test_ui_workflow_loads_in_the_web_frontend(page, comfy_server, path, tmp_pat
                   "inputs": {k: x for k, x in v["inputs"].items() if k in declared[v["class_type"]]}}
               for n, v in result["output"].items()}
     assert queued == renumber(api)
+    page.evaluate(FIT_GRAPH)
     page.wait_for_timeout(500)
     out_dir = os.path.join(REPO, "docs", "screenshots") if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS") else tmp_path
     os.makedirs(out_dir, exist_ok=True)
-    page.screenshot(path=os.path.join(out_dir, os.path.basename(path).replace(".json", ".png")))
+    screenshot = os.path.join(out_dir, os.path.basename(path).replace(".json", ".png"))
+    page.screenshot(path=screenshot)
+    if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS"):  # the template browser's thumbnail, next to the workflow
+        from PIL import Image
+        with Image.open(screenshot) as image:
+            image.convert("RGB").resize((640, 640 * image.height // image.width), Image.LANCZOS).save(
+                path.replace(".json", ".jpg"), quality=85)

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from etc_core import FPSEmbedding, save_fps_module
-from etc_core.video_io import read_mp4_frames, read_mp4_metadata
+from etc_core.video_io import read_video_frames, read_video_metadata
 from graphs import etc_graph
 
 
@@ -26,9 +26,9 @@ def test_etc_text_to_video_produces_t_frames(comfy_server, frames, layout):
     assert 0.0 <= image.min() and image.max() <= 1.0
     videos = glob.glob(comfy_server.output_path(f"t2v_{frames}_*.mp4"))
     assert len(videos) == 1
-    decoded = read_mp4_frames(videos[0])
+    decoded = read_video_frames(videos[0])
     assert decoded.shape == (frames, 64, 64, 3)
-    meta = read_mp4_metadata(videos[0])
+    meta = read_video_metadata(videos[0])
     assert meta["prompt"]["etc"]["class_type"] == "ETCSampler"
 
 

@@ -8,7 +8,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 
 from etc_core import video_filter
 from etc_core.filter import main as filter_main
-from etc_core.video_io import write_mp4
+from etc_core.video_io import write_video
 from tiny_diffusers import clip_tokenizer
 
 
@@ -32,7 +32,7 @@ def _moving_square(path, color, frames=6):
     video = np.zeros((frames, 48, 48, 3), np.uint8)
     for t in range(frames):
         video[t, 10:26, 4 + 4 * t:20 + 4 * t] = color
-    write_mp4(path, video, 8.0)
+    write_video(path, video, 8.0)
 
 
 @pytest.fixture

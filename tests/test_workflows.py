@@ -4,12 +4,15 @@ import glob
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 
+from comfy_host import PACK_DIR_NAME  # noqa: E402
 from demo import DEMO_OVERRIDES, swap_loaders, tiny_training_inputs, write_example_image  # noqa: E402
 from queue_workflow import apply_overrides  # noqa: E402
 from workflow_format import renumber, ui_to_api  # noqa: E402
@@ -27,7 +30,7 @@ def test_api_workflow_runs_and_writes_its_output(comfy_server, path, tmp_path):
     with open(path) as f:
         prompt = apply_overrides(swap_loaders(json.load(f)), overrides)
     outputs = comfy_server.run(prompt, timeout=900)
-    files = [v for o in outputs.values() for v in o.get("videos", []) + o.get("images", [])]
+    files = [v for o in outputs.values() for v in o.get("images", []) if v["type"] == "output"]
     assert len(files) == 1
     written = comfy_server.output_path(files[0]["subfolder"], files[0]["filename"])
     assert os.path.getsize(written) > 1000
@@ -46,4 +49,33 @@ def test_ui_workflow_agrees_with_api_workflow(comfy_server, path):
     assert {n["type"] for n in ui["nodes"]} <= set(object_info), "a node type the host does not list"
     assert ui_to_api(ui, object_info) == renumber(api)
     linked = {link[0] for link in ui["links"]}
-    assert all(i["link"] in linked for n in ui["nodes"] for i in n["inputs"])
+    # An unwired optional input (ETCSaveVideo's audio) has link None.
+    assert all(i["link"] is None or i["link"] in linked for n in ui["nodes"] for i in n["inputs"])
+
+
+def test_example_workflows_are_the_ui_workflows():
+    """example_workflows/ (what ComfyUI's template browser reads) holds copies of workflows/ui/."""
+    ui = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "workflows", "ui", "*.json")))
+    assert sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "example_workflows", "*.json"))) == ui
+    for name in ui:
+        with open(os.path.join(REPO, "workflows", "ui", name), "rb") as a, \
+                open(os.path.join(REPO, "example_workflows", name), "rb") as b:
+            assert a.read() == b.read(), f"example_workflows/{name} differs: cp workflows/ui/{name} example_workflows/"
+
+
+def test_template_browser_lists_the_example_workflows(comfy_server):
+    """ComfyUI serves a custom node pack's example_workflows/ (JSON + .jpg thumbnail) to its template browser."""
+    try:
+        templates = comfy_server.get("/api/workflow_templates")
+    except urllib.error.HTTPError as e:
+        pytest.skip(f"this ComfyUI has no /api/workflow_templates route (HTTP {e.code})")
+    names = sorted(os.path.basename(p)[:-len(".json")] for p in glob.glob(os.path.join(REPO, "example_workflows",
+                                                                                       "*.json")))
+    assert sorted(templates[PACK_DIR_NAME]) == names
+    for name in names:
+        base = f"{comfy_server.url}/api/workflow_templates/{PACK_DIR_NAME}/{name}"
+        with urllib.request.urlopen(base + ".json", timeout=30) as r:
+            with open(os.path.join(REPO, "example_workflows", name + ".json"), "rb") as f:
+                assert r.read() == f.read()
+        with urllib.request.urlopen(base + ".jpg", timeout=30) as r:
+            assert r.read(3) == b"\xff\xd8\xff"  # a JPEG

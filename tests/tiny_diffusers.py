@@ -49,7 +49,7 @@ def write_synthetic_data(folder: str, frames: int = 4):
     """Moving-shape videos with captions, captioned images, labelled image folders."""
     import cv2
 
-    from etc_core.video_io import write_mp4
+    from etc_core.video_io import write_video
     os.makedirs(folder, exist_ok=True)
     colors = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
     videos, images = [], []
@@ -57,7 +57,7 @@ def write_synthetic_data(folder: str, frames: int = 4):
         video = np.zeros((24, 32, 32, 3), np.uint8)
         for t in range(24):
             video[t, 8:20, t:t + 12] = color
-        write_mp4(os.path.join(folder, f"{name}.mp4"), video, 24.0)
+        write_video(os.path.join(folder, f"{name}.mp4"), video, 24.0)
         videos.append(f'{{"video": "{name}.mp4", "caption": "a {name} square moving right"}}\n')
         still = np.zeros((40, 48, 3), np.uint8)
         still[10:30, 14:34] = color

@@ -210,6 +210,25 @@ class SaveTensors:
         return {"ui": {"tensors": [{"filename": f"{prefix}.safetensors"}]}}
 
 
+class Tone:
+    """A sine tone as ComfyUI's AUDIO dict ({"waveform": [1, C, S], "sample_rate"}), for hosts without audio
+    nodes (LoadAudio needs torchaudio)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seconds": ("FLOAT", {"default": 2.0}), "sample_rate": ("INT", {"default": 16000}),
+                             "channels": ("INT", {"default": 1, "min": 1, "max": 8})}}
+
+    RETURN_TYPES = ("AUDIO",)
+    FUNCTION = "make"
+    CATEGORY = "testing/etc_vcut"
+
+    def make(self, seconds, sample_rate, channels):
+        t = torch.arange(round(seconds * sample_rate)) / sample_rate
+        return ({"waveform": (0.3 * torch.sin(2 * torch.pi * 440 * t)).repeat(1, channels, 1),
+                 "sample_rate": sample_rate},)
+
+
 NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinySVD": TinySVDLoader,
     "ETCVCUTTestZeroTCA": TinySVDZeroTCALoader,
@@ -221,4 +240,5 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestRandomConditioning": RandomConditioning,
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
     "ETCVCUTTestSaveTensors": SaveTensors,
+    "ETCVCUTTestTone": Tone,
 }

@@ -1,0 +1,78 @@
+"""ETCSaveVideo: frames -> H.264 MP4, VP9 WebM or animated WEBP with the workflow embedded (etc_core.video_io).
+
+The node's ``ui`` output serves both ComfyUI frontends with one dict, ``{"images": [...], "animated": [True]}``
+(what core SaveVideo/SaveWEBM return):
+
+- the saved file comes first: the current frontend (1.x) plays it in a ``<video>`` on the node. It picks
+  its video preview only when no listed filename contains "webp" or "png";
+- for MP4/WebM, an animated GIF of the frames in ComfyUI's temp folder comes second: the early-2024
+  frontend loads every listed file as an ``<img>`` and keeps those that load, so it shows the GIF (a WEBP
+  preview would flip the current frontend to its image preview). Both frontends drop entries that fail to
+  load in their element, so each shows exactly one preview;
+- a WEBP file is an image to both frontends and is listed alone.
+"""
+import os
+
+import torch
+
+from ..etc_core.video_io import EXTENSIONS, FORMATS, MAX_CRF, write_gif, write_video
+
+CATEGORY = "video/ETC"
+
+
+def _entry(filename: str, subfolder: str, folder_type: str) -> dict:
+    return {"filename": filename, "subfolder": subfolder, "type": folder_type}
+
+
+def _preview(frames, frame_rate: float, name: str) -> dict:
+    """The GIF for image-only frontends, in ComfyUI's temp folder."""
+    import folder_paths
+    temp_dir = folder_paths.get_temp_directory()
+    full_dir, base, counter, subfolder, _ = folder_paths.get_save_image_path(f"{name}_preview", temp_dir)
+    filename = f"{base}_{counter:05}_.gif"
+    write_gif(os.path.join(full_dir, filename), frames, frame_rate)
+    return _entry(filename, subfolder, "temp")
+
+
+class ETCSaveVideo:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ETC/video"}),
+                             "frame_rate": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1})},
+                "optional": {
+                    "format": (list(FORMATS), {"default": FORMATS[0],
+                                               "tooltip": "h264-mp4 plays everywhere; vp9-webm is smaller; "
+                                                          "webp is an animated image (no audio)"}),
+                    "crf": ("INT", {"default": 19, "min": 0, "max": max(MAX_CRF.values()),
+                                    "tooltip": "lower = better and bigger: H.264 0-51, VP9 0-63, "
+                                               "WEBP quality = 100 - crf"}),
+                    "audio": ("AUDIO", {"tooltip": "optional soundtrack, cut to the video's length "
+                                                   "(MP4: AAC, WebM: Opus)"})},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Writes the frames as H.264 MP4, VP9 WebM or animated WEBP with the prompt and workflow "
+                   "embedded (drop the file on ComfyUI to get the graph back) and shows it on the node.")
+
+    def save(self, images, filename_prefix, frame_rate, format=FORMATS[0], crf=19, audio=None, prompt=None,
+             extra_pnginfo=None):
+        import folder_paths
+        from comfy.cli_args import args
+        full_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), images.shape[2], images.shape[1])
+        filename = f"{name}_{counter:05}_.{EXTENSIONS[format]}"
+        frames = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        soundtrack = None if audio is None else (audio["waveform"][0].float().cpu().numpy(), audio["sample_rate"])
+        metadata = {} if args.disable_metadata else {"prompt": prompt, **(extra_pnginfo or {})}
+        write_video(os.path.join(full_dir, filename), frames, frame_rate, format, crf, metadata, soundtrack)
+        entries = [_entry(filename, subfolder, "output")]
+        if format != "webp":
+            entries.append(_preview(frames, frame_rate, name))
+        return {"ui": {"images": entries, "animated": [True]}}
+
+
+NODE_CLASS_MAPPINGS = {"ETCSaveVideo": ETCSaveVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"ETCSaveVideo": "ETC Save Video (MP4/WebM/WEBP)"}

@@ -1,0 +1,179 @@
+"""ETCSaveVideo's files in the browser, in headless Chromium with ComfyUI's own frontend (whichever the host
+serves: the current one, or the early-2024 one bundled with the 2024 host):
+
+- each format plays from the server's /view URL (MP4/WebM in a <video> whose time advances; WEBP and the
+  GIF preview as <img>);
+- after a run queued from the frontend, the save node shows a preview (screenshot under docs/screenshots/
+  when ETCVCUT_WRITE_SCREENSHOTS=1);
+- the saved file, given to the frontend's own loader (app.handleFile, what a drop on the canvas calls),
+  restores the graph that made it. The 2024 frontend reads workflows from PNG, WEBP, JSON and
+  .latent/.safetensors only; a test pins that it ignores MP4/WebM files.
+"""
+import json
+import os
+import time
+import urllib.parse
+
+import pytest
+
+from browser import CHROMIUM, FIT_GRAPH, frontend_page
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
+MIME = {"h264-mp4": "video/mp4", "vp9-webm": "video/webm", "webp": "image/webp"}
+SAVE_NODE = 5  # ETCSaveVideo in workflows/ui/etc_text_to_video.json
+
+PLAY = """async (url) => {
+  const video = document.createElement("video");
+  Object.assign(video, {muted: true, loop: true, src: url});
+  document.body.appendChild(video);
+  await video.play();
+  window.__played = video;
+  return video.readyState;
+}"""
+ADVANCED = ("() => window.__played.readyState >= HTMLMediaElement.HAVE_FUTURE_DATA"
+            " && window.__played.currentTime > 0.1")
+IMAGE = """async (url) => {
+  const img = new Image();
+  img.src = url;
+  await img.decode();
+  return [img.naturalWidth, img.naturalHeight];
+}"""
+# The shipped text-to-video graph with the test pack's tiny SD 2.x model in place of the checkpoint loader,
+# at a size a CPU runs in seconds.
+RUN = """async ({workflow, format}) => {
+  await window.app.loadGraphData(workflow);
+  const graph = window.app.graph;
+  const nodes = graph._nodes ?? graph.nodes;
+  const set = (node, values) => Object.entries(values).forEach(([name, value]) => {
+    node.widgets.find(w => w.name === name).value = value;
+  });
+  set(nodes.find(n => n.type === "ETCSampler"), {frames: 8, layout: "2x4", frame_width: 64, frame_height: 64,
+                                                 steps: 3});
+  set(nodes.find(n => n.type === "ETCSaveVideo"), {format, filename_prefix: "ETC/browser"});
+  const workflowNow = graph.serialize();
+  await window.app.queuePrompt(0, 1);
+  return workflowNow;
+}"""
+PREVIEW = """(id) => {
+  const node = window.app.graph.getNodeById(id);
+  const video = node?.videoContainer?.querySelector("video");
+  if (video && video.readyState >= HTMLMediaElement.HAVE_CURRENT_DATA) return {kind: "video", src: video.src};
+  const img = node?.imgs?.find(i => i.naturalWidth > 0);
+  return img ? {kind: "img", src: img.src} : null;
+}"""
+DROP = """async ({url, name, type}) => {
+  const blob = await (await fetch(url)).blob();
+  window.app.graph.clear();
+  await window.app.handleFile(new File([blob], name, {type}));
+  await new Promise(r => setTimeout(r, 1000));  // the 2024 frontend does not await its loadGraphData
+  return window.app.graph.serialize();
+}"""
+
+
+def view_url(entry: dict) -> str:
+    return "/view?" + urllib.parse.urlencode({k: entry[k] for k in ("filename", "subfolder", "type")})
+
+
+def tiny_workflow() -> dict:
+    with open(os.path.join(REPO, "workflows", "ui", "etc_text_to_video.json")) as f:
+        workflow = json.load(f)
+    (loader,) = [n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple"]
+    loader.update(type="ETCVCUTTestTinySD2", widgets_values=[0], properties={"Node name for S&R": "ETCVCUTTestTinySD2"})
+    return workflow
+
+
+def graph_shape(workflow: dict):
+    """What a restored graph must equal: nodes (id, type, widget values, input links) and links."""
+    nodes = sorted((n["id"], n["type"], json.dumps([v for v in n.get("widgets_values", []) if v is not None]),
+                    json.dumps([i.get("link") for i in n.get("inputs", [])])) for n in workflow["nodes"])
+    links = sorted(tuple(link[:5]) if isinstance(link, list) else
+                   (link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"])
+                   for link in workflow["links"])
+    return nodes, links
+
+
+@pytest.fixture(scope="module")
+def page(comfy_server):
+    with frontend_page(playwright.sync_playwright, comfy_server.url) as page:
+        yield page
+
+
+@pytest.fixture(scope="module")
+def legacy(page):
+    """The early-2024 frontend (no window.comfyAPI), which shows outputs as images only."""
+    return page.evaluate("() => !window.comfyAPI")
+
+
+def newest_output(server, known: set, node: str, timeout: float = 300) -> dict:
+    """The ui output of ``node`` in the first history entry not in ``known``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = server.get("/history")
+        for prompt_id in set(history) - known:
+            status = history[prompt_id].get("status", {})
+            assert status.get("status_str") != "error", json.dumps(status)[-2000:]
+            if str(node) in history[prompt_id]["outputs"]:
+                return history[prompt_id]["outputs"][str(node)]
+        time.sleep(0.5)
+    raise TimeoutError(f"no new output of node {node} within {timeout}s:\n{server.log()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def runs(page, comfy_server):
+    """For each format: (the workflow queued from the frontend, the save node's ui output)."""
+    done = {}
+    for fmt in MIME:
+        known = set(comfy_server.get("/history"))
+        workflow = page.evaluate(RUN, {"workflow": tiny_workflow(), "format": fmt})
+        done[fmt] = workflow, newest_output(comfy_server, known, SAVE_NODE)
+        page.wait_for_function(f"({PREVIEW})({SAVE_NODE})", timeout=60000)
+    return done
+
+
+@pytest.mark.parametrize("fmt", MIME)
+def test_each_format_plays_from_the_view_url(page, runs, fmt):
+    saved, *previews = runs[fmt][1]["images"]
+    if fmt == "webp":
+        assert page.evaluate(IMAGE, view_url(saved)) == [64, 64]
+    else:
+        page.evaluate(PLAY, view_url(saved))
+        page.wait_for_function(ADVANCED, timeout=30000)
+    for preview in previews:  # the GIF for image-only frontends
+        assert preview["filename"].endswith(".gif") and page.evaluate(IMAGE, view_url(preview)) == [64, 64]
+
+
+def test_the_save_node_shows_a_preview_after_a_run(page, runs, legacy, tmp_path):
+    page.evaluate(RUN, {"workflow": tiny_workflow(), "format": "h264-mp4"})
+    page.wait_for_function(f"['.mp4', '.gif'].some(x => ({PREVIEW})({SAVE_NODE})?.src.includes(x))", timeout=300000)
+    preview = page.evaluate(f"({PREVIEW})({SAVE_NODE})")
+    if legacy:  # images only: the MP4 fails as an <img>, the GIF from temp/ shows
+        assert preview["kind"] == "img" and ".gif" in preview["src"] and "type=temp" in preview["src"]
+    else:  # the MP4 itself in a <video>
+        assert preview["kind"] == "video" and ".mp4" in preview["src"] and "type=output" in preview["src"]
+    page.evaluate(FIT_GRAPH)
+    page.wait_for_timeout(1000)
+    out_dir = os.path.join(REPO, "docs", "screenshots") if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS") else tmp_path
+    os.makedirs(out_dir, exist_ok=True)
+    page.screenshot(path=os.path.join(out_dir, f"etc_video_preview{'_2024' if legacy else ''}.png"))
+
+
+@pytest.mark.parametrize("fmt", MIME)
+def test_dropping_the_saved_file_restores_the_graph(page, runs, legacy, fmt):
+    if legacy and fmt != "webp":
+        pytest.skip("the 2024 frontend reads no workflow from video files "
+                    "(test_2024_frontend_ignores_video_files); its drop works with the WEBP format")
+    workflow, ui = runs[fmt]
+    saved = ui["images"][0]
+    restored = page.evaluate(DROP, {"url": view_url(saved), "name": saved["filename"], "type": MIME[fmt]})
+    assert graph_shape(restored) == graph_shape(workflow)
+
+
+def test_2024_frontend_ignores_video_files(page, runs, legacy):
+    if not legacy:
+        pytest.skip("the current frontend reads workflows from MP4 and WebM (tested above)")
+    for fmt in ("h264-mp4", "vp9-webm"):
+        saved = runs[fmt][1]["images"][0]
+        restored = page.evaluate(DROP, {"url": view_url(saved), "name": saved["filename"], "type": MIME[fmt]})
+        assert restored["nodes"] == []

@@ -1,0 +1,123 @@
+"""etc_core.video_io without ComfyUI: each format round-trips frames and the workflow, metadata sits where
+ComfyUI's frontend reads it, odd sizes, audio, atomic writes; and the labelled loss curve."""
+import logging
+import os
+import struct
+
+import av
+import numpy as np
+import pytest
+
+from etc_core.launcher import loss_curve_figure, loss_curve_image
+from etc_core.video_io import FORMATS, read_video_frames, read_video_metadata, write_gif, write_video
+
+METADATA = {"prompt": {"3": {"class_type": "ETCSampler", "inputs": {"text": "a {curly} ball"}}},
+            "workflow": {"nodes": [{"id": 3, "type": "ETCSampler"}], "links": [], "version": 0.4}}
+CODECS = {"h264-mp4": ("mp4", "h264"), "vp9-webm": ("webm", "vp9")}
+
+
+def moving_square(frames=8, height=48, width=64):
+    video = np.full((frames, height, width, 3), 40, np.uint8)
+    for t in range(frames):
+        video[t, 12:28, 4 + 4 * t:20 + 4 * t] = (220, 60, 30)
+    return video
+
+
+def boxes(data: bytes, start: int, end: int) -> dict:
+    """ISO-BMFF boxes between ``start`` and ``end``: {type: (payload start, box end)}."""
+    found = {}
+    while start + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        found.setdefault(kind.decode(), (start + 8, start + size))
+        start += size
+    return found
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_round_trips_frames_and_workflow(tmp_path, fmt):
+    video = moving_square()
+    path = write_video(str(tmp_path / f"v.{fmt}"), video, 8.0, fmt, 10, METADATA)
+    decoded = read_video_frames(path)
+    assert decoded.shape == video.shape
+    assert np.abs(decoded.astype(int) - video).mean() < 3  # lossy, but the same picture
+    assert read_video_metadata(path) == METADATA
+    assert os.listdir(tmp_path) == [os.path.basename(path)]
+    if fmt in CODECS:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            assert (stream.codec_context.name, stream.codec_context.pix_fmt) == (CODECS[fmt][1], "yuv420p")
+            assert stream.average_rate == 8 and CODECS[fmt][0] in container.format.name
+
+
+def test_mp4_metadata_is_moov_udta_meta_keys_ilst_at_the_front(tmp_path):
+    """Where ComfyUI's frontend (getFromIsobmffFile) looks: a ``keys`` box naming the items of ``ilst``;
+    ``moov`` before ``mdat`` so a long file's metadata lies in the bytes it reads."""
+    data = open(write_video(str(tmp_path / "v.mp4"), moving_square(), 8.0, "h264-mp4", metadata=METADATA), "rb").read()
+    top = boxes(data, 0, len(data))
+    assert list(top)[:2] == ["ftyp", "moov"] and top["moov"][1] < top["mdat"][0]
+    udta = boxes(data, *top["moov"])["udta"]
+    meta = boxes(data, *udta)["meta"]
+    items = boxes(data, meta[0] + 4, meta[1])  # meta is a full box: 4 bytes of version and flags
+    keys = data[items["keys"][0]:items["keys"][1]]
+    assert b"mdtaprompt" in keys and b"mdtaworkflow" in keys and "ilst" in items
+
+
+def test_webm_metadata_is_uppercase_simple_tags_in_the_first_bytes(tmp_path):
+    """ComfyUI's frontend (getFromWebmFile) reads SimpleTags named PROMPT/WORKFLOW from the first 2 MiB."""
+    path = write_video(str(tmp_path / "v.webm"), moving_square(frames=64, height=256, width=256), 8.0, "vp9-webm",
+                       metadata=METADATA)
+    head = open(path, "rb").read()[:1 << 16]
+    assert b"\x45\xa3\x86PROMPT" in head and b"\x45\xa3\x88WORKFLOW" in head  # TagName element, length, name
+    assert b'"a {curly} ball"' in head
+
+
+def test_odd_sizes_are_padded_with_a_note(tmp_path, caplog):
+    video = moving_square(height=47, width=63)
+    with caplog.at_level(logging.WARNING):
+        decoded = read_video_frames(write_video(str(tmp_path / "odd.mp4"), video, 8.0))
+    assert "63x47 padded to 64x48" in caplog.text
+    assert decoded.shape == (8, 48, 64, 3)
+    assert np.abs(decoded[:, :47, :63].astype(int) - video).mean() < 3
+    assert read_video_frames(write_video(str(tmp_path / "odd.webp"), video, 8.0, "webp")).shape == video.shape
+
+
+@pytest.mark.parametrize("fmt,codec", [("h264-mp4", "aac"), ("vp9-webm", "opus")])
+def test_audio_is_muxed_and_cut_to_the_video(tmp_path, fmt, codec):
+    rate = 44100
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * rate) / rate, dtype=np.float32)
+    path = write_video(str(tmp_path / "a.v"), moving_square(frames=8), 8.0, fmt, audio=(np.stack([tone, tone]), rate))
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        assert (stream.codec_context.name, stream.channels) == (codec, 2)
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    # 8 frames at 8 fps: one second, not the three seconds given (encoder padding aside).
+    assert 0.9 < samples / stream.rate < 1.2
+
+
+def test_bad_input_is_refused_by_name_and_leaves_no_file(tmp_path):
+    video = moving_square()
+    with pytest.raises(ValueError, match="audio: WEBP has no audio track"):
+        write_video(str(tmp_path / "a.webp"), video, 8.0, "webp", audio=(np.zeros((1, 100), np.float32), 8000))
+    with pytest.raises(ValueError, match="crf 60 is outside 0-51"):
+        write_video(str(tmp_path / "a.mp4"), video, 8.0, "h264-mp4", crf=60)
+    with pytest.raises(ValueError, match="mono or stereo"):
+        write_video(str(tmp_path / "a.mp4"), video, 8.0, audio=(np.zeros((6, 100), np.float32), 8000))
+    with pytest.raises(TypeError):  # fails inside the muxer: the partial file is removed
+        write_video(str(tmp_path / "a.mp4"), video, 8.0, metadata={"workflow": {"x": object()}})
+    assert os.listdir(tmp_path) == []
+
+
+def test_gif_preview_is_small_and_animated(tmp_path):
+    frames = read_video_frames(write_gif(str(tmp_path / "p.gif"), moving_square(height=600, width=1200), 8.0))
+    assert frames.shape == (8, 200, 400, 3) and not np.array_equal(frames[0], frames[-1])
+
+
+def test_loss_curve_has_labelled_axes_and_the_last_value():
+    axes = loss_curve_figure([1.0, 0.8, float("nan"), 0.5], first_step=11).axes[0]
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("step", "loss")
+    assert [t.get_text() for t in axes.texts] == ["step 14: 0.5"]
+    x, y = axes.lines[0].get_data()
+    assert list(x) == [11, 12, 14] and list(y) == [1.0, 0.8, 0.5]  # the NaN step is left out, steps kept
+    assert len(axes.get_xticks()) >= 3 and len(axes.get_yticks()) >= 3
+    image = loss_curve_image([1.0, 0.8, float("nan"), 0.5], first_step=11)
+    assert image.shape == (320, 640, 3) and image.dtype == np.uint8 and (image.min(axis=2) < 100).sum() > 500
