@@ -9,77 +9,35 @@ Multi-GPU and multi-node runs go through ``accelerate launch`` (DeepSpeed ZeRO-2
 position (samples are a function of (seed, index)), so a resumed run ends as an uninterrupted one.
 """
 import argparse
-import dataclasses
-import glob
 import hashlib
 import json
 import os
 import shutil
 import signal
 import sys
+import traceback
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .data import TripleData
+from .data import TripleData, missing, read_sources, usable_sources
 from .export import save_comfyui_unet
 from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
 from .grid import pack, parse_layout
 from .mixed_embedding import MixedEmbeddingInput
+from .pretrained import check_pretrained, load_models
+from .train_config import TrainConfig, check_output_dir, checkpoints, claim_output_dir
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    pretrained: str                      # local diffusers folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/
-    output_dir: str
-    video_manifest: str = None
-    image_manifest: str = None
-    label_folder: str = None
-    ratios: tuple = (1.0, 1.0, 1.0)      # video, image, label
-    frames: int = 16
-    layout: str = "auto"
-    resolution: int = 256
-    theta: float = 10000.0
-    lr: float = 1e-4
-    betas: tuple = (0.9, 0.9)
-    weight_decay: float = 0.03
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 15000
-    checkpoint_every: int = 500
-    mixed_precision: str = "no"          # no | fp16 | bf16
-    gradient_checkpointing: bool = False
-    cache_latents: bool = False          # keep each frame's VAE posterior on disk (output_dir/latent_cache)
-    ema_decay: float = 0.0               # 0: off; else the exported weights are the EMA
-    seed: int = 0
-
-    @classmethod
-    def from_file(cls, path: str) -> "TrainConfig":
-        with open(path) as f:
-            values = json.load(f)
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        return cls(**values)
-
-    def run_identity(self) -> dict:
-        """What makes two runs the same run (the step budget and checkpoint cadence may change on resume)."""
-        values = dataclasses.asdict(self)
-        for key in ("max_steps", "checkpoint_every", "output_dir"):
-            values.pop(key)
-        return json.loads(json.dumps(values))
-
-
-def load_models(pretrained: str):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-    load = dict(local_files_only=True)
-    return (UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", **load),
-            AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **load),
-            CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **load),
-            CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **load),
-            DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler", **load))
+def check_launch(config: TrainConfig, resume: bool = False, roots=None):
+    """Everything a launch can check without the models and without decoding: the run folder, the base
+    model, the data lists (each line parsed, each field typed, each file present). Reads only; ``roots``
+    confines the files the data lists name."""
+    check_output_dir(config, resume)
+    check_pretrained(config.pretrained)
+    sources = read_sources(config.video_manifest, config.image_manifest, config.label_folder, roots)
+    usable_sources(config.frames, sources, config.ratios, config.skip_unreadable, missing, missing)
 
 
 def make_accelerator(config: TrainConfig):
@@ -100,9 +58,13 @@ def make_accelerator(config: TrainConfig):
 class ETCTrainer:
     def __init__(self, config: TrainConfig, resume: bool = False):
         self.config = config
+        check_launch(config, resume)  # every check before the first write
         self.accelerator = make_accelerator(config)
-        self._claim_output_dir(resume)
         self.rows, self.cols = parse_layout(config.frames, config.layout)
+        main = self.accelerator.is_main_process
+        self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
+                               config.label_folder, config.ratios, config.seed, config.skip_unreadable,
+                               log=lambda line: print(line, file=sys.stderr, flush=True) if main else None)
         unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler = load_models(config.pretrained)
         self.base_model = base_model_fingerprint(unet)
         self.vae.requires_grad_(False).eval()
@@ -126,38 +88,20 @@ class ETCTrainer:
         device = self.accelerator.device
         self.vae.to(device)
         self.text_encoder.to(device)
-        self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
-                               config.label_folder, config.ratios, config.seed)
         trainable = [p for p in self.accelerator.unwrap_model(self.unet).parameters() if p.requires_grad]
         # fp32 even when DeepSpeed trains bf16 weights: a bf16 lerp by (1 - decay) would round to no change
         self.ema = [p.detach().float().clone() for p in trainable] if config.ema_decay > 0 else None
         self._trainable = trainable
         self.step = 0
+        self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
+        if main:
+            claim_output_dir(config)
         if resume:
             self._load_latest()
 
     # -- run folder -------------------------------------------------------------------------------------
-    def _claim_output_dir(self, resume: bool):
-        path = os.path.join(self.config.output_dir, "run.json")
-        identity = self.config.run_identity()
-        if os.path.exists(path):
-            with open(path) as f:
-                existing = json.load(f)
-            if existing != identity:
-                raise ValueError(f"output_dir {self.config.output_dir} holds a different run (run.json differs); "
-                                 "pick a new output_dir, or use the same config to resume")
-            if not resume and glob.glob(os.path.join(self.config.output_dir, "checkpoint-*")):
-                raise ValueError(f"output_dir {self.config.output_dir} already has checkpoints; pass --resume to "
-                                 "continue that run, or pick a new output_dir")
-        self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
-        if self.accelerator.is_main_process:
-            os.makedirs(self.config.output_dir, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(identity, f, indent=1)
-
     def checkpoints(self):
-        found = glob.glob(os.path.join(self.config.output_dir, "checkpoint-*"))
-        return sorted((p for p in found if not p.endswith(".partial")), key=lambda p: int(p.rsplit("-", 1)[1]))
+        return checkpoints(self.config.output_dir)
 
     def _load_latest(self):
         checkpoints = self.checkpoints()
@@ -321,6 +265,12 @@ class ETCTrainer:
         return folder
 
 
+def one_line(error: BaseException) -> str:
+    """The error as the node shows it: our own checks speak for themselves, others get their type."""
+    text = " ".join(str(error).split())
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON file with the TrainConfig fields")
@@ -332,15 +282,20 @@ def main(argv=None) -> int:
         signal.signal(sig, lambda *_: stop.append(True))
     try:
         trainer = ETCTrainer(TrainConfig.from_file(args.config), resume=args.resume)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr,
+                                                        flush=True),
+                      should_stop=lambda: bool(stop))
+        if trainer.step < trainer.config.max_steps:  # stopped by a signal, here or on another rank
+            print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoints()[-1]}", file=sys.stderr)
+            return 3
+        folder = trainer.export()
+    except (ValueError, OSError) as e:  # refused input: the message is the whole story
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
         return 2
-    trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr, flush=True),
-                  should_stop=lambda: bool(stop))
-    if trainer.step < trainer.config.max_steps:  # stopped by a signal, here or on another rank
-        print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoints()[-1]}", file=sys.stderr)
-        return 3
-    folder = trainer.export()
+    except Exception as e:  # a failure of ours: keep the traceback in the log, the node shows the last line
+        traceback.print_exc()
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+        return 1
     if trainer.accelerator.is_main_process:
         print(folder)
     return 0

@@ -16,3 +16,11 @@ def comfy_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory):
+    """(tiny diffusers SD folder, {video_manifest, image_manifest, label_folder}) for the trainer tests."""
+    from tiny_diffusers import write_synthetic_data, write_tiny_sd
+    root = tmp_path_factory.mktemp("train")
+    return str(write_tiny_sd(str(root / "sd"))), write_synthetic_data(str(root / "data"))
