@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from .data import TripleData, missing, read_sources, usable_sources
-from .export import save_comfyui_unet
+from .export import comfyui_lora, save_comfyui_unet
 from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
 from .grid import pack, parse_layout
 from .mixed_embedding import MixedEmbeddingInput
@@ -38,6 +38,19 @@ def check_launch(config: TrainConfig, resume: bool = False, roots=None):
     check_pretrained(config.pretrained)
     sources = read_sources(config.video_manifest, config.image_manifest, config.label_folder, roots)
     usable_sources(config.frames, sources, config.ratios, config.skip_unreadable, missing, missing)
+
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # every attention projection, self and cross
+
+
+def add_lora(unet, rank: int, alpha: float, seed: int):
+    """Freeze the UNet and give each attention projection a LoRA adapter (peft): ``W + alpha/rank * B A``, B
+    zero at init so training starts from the base model; A's init depends on the seed alone."""
+    from peft import LoraConfig
+    unet.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LORA_TARGETS)))
 
 
 def make_accelerator(config: TrainConfig):
@@ -69,6 +82,8 @@ class ETCTrainer:
         self.base_model = base_model_fingerprint(unet)
         self.vae.requires_grad_(False).eval()
         self.text_encoder.requires_grad_(False).eval()
+        if config.lora_rank:
+            add_lora(unet, config.lora_rank, config.lora_alpha or config.lora_rank, config.seed)
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         with torch.random.fork_rng(devices=[]):  # the new MLP's init depends on the seed alone
@@ -239,7 +254,9 @@ class ETCTrainer:
 
     def export(self) -> str:
         """``final/unet`` (diffusers), ``final/etc_unet_comfyui.safetensors`` (for ComfyUI's models/unet,
-        when the UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder."""
+        when the UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder. A LoRA run
+        writes ``final/etc_lora_diffusers.safetensors`` (peft names) and, for the SD layout,
+        ``final/etc_lora_comfyui.safetensors`` (ComfyUI's models/loras) instead of the UNet."""
         folder = os.path.join(self.config.output_dir, "final")
         unet = self.accelerator.unwrap_model(self.unet)
         live = None
@@ -250,10 +267,14 @@ class ETCTrainer:
         if self.accelerator.is_main_process:
             conv, temb = unet.conv_in, unet.time_embedding
             unet.conv_in, unet.time_embedding = conv.conv, temb.time_embed
+            sd_layout = len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2
             try:
-                unet.save_pretrained(os.path.join(folder, "unet"))
-                if len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2:
-                    save_comfyui_unet(os.path.join(folder, "etc_unet_comfyui.safetensors"), unet)
+                if self.config.lora_rank:
+                    self._export_lora(unet, folder, sd_layout)
+                else:
+                    unet.save_pretrained(os.path.join(folder, "unet"))
+                    if sd_layout:
+                        save_comfyui_unet(os.path.join(folder, "etc_unet_comfyui.safetensors"), unet)
             finally:
                 unet.conv_in, unet.time_embedding = conv, temb
             save_fps_module(os.path.join(folder, "etc_fps.safetensors"), self.fps_module,
@@ -263,6 +284,16 @@ class ETCTrainer:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in self._trainable], live)
         return folder
+
+
+    def _export_lora(self, unet, folder: str, sd_layout: bool):
+        from peft.utils import get_peft_model_state_dict
+        os.makedirs(folder, exist_ok=True)
+        lora = {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(unet).items()}
+        save_file(lora, os.path.join(folder, "etc_lora_diffusers.safetensors"))
+        if sd_layout:
+            save_file(comfyui_lora(unet, self.config.lora_alpha or self.config.lora_rank),
+                      os.path.join(folder, "etc_lora_comfyui.safetensors"))
 
 
 def one_line(error: BaseException) -> str:

@@ -52,6 +52,8 @@ _RULES = {
     "ema_decay": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1) (0: off)"),
     "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "skip_unreadable": (lambda v: isinstance(v, bool), "true or false"),
+    "lora_rank": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: full fine-tune)"),
+    "lora_alpha": (lambda v: _number(v) and v >= 0, "a number >= 0 (0: the rank)"),
 }
 
 
@@ -85,6 +87,8 @@ class TrainConfig:
     ema_decay: float = 0.0               # 0: off; else the exported weights are the EMA
     seed: int = 0
     skip_unreadable: bool = True         # False: refuse the run when a listed video or image cannot be read
+    lora_rank: int = 0                   # > 0: train LoRA adapters of this rank (and the FPS module), not the UNet
+    lora_alpha: float = 0.0              # LoRA scale alpha / rank; 0: alpha = rank
 
     def __post_init__(self):
         for field in dataclasses.fields(self):

@@ -46,6 +46,10 @@ class ETCTrainer:
                                              "num_processes"}),
             "skip_unreadable": ("BOOLEAN", {"default": True, "tooltip": "leave out videos and images that cannot be "
                                             "read (named in the log); off: refuse the run"}),
+            "lora_rank": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "0: full fine-tune; > 0: train "
+                                  "LoRA adapters of this rank (exported for LoraLoaderModelOnly) and the FPS module"}),
+            "lora_alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 4096.0, "step": 1.0,
+                                     "tooltip": "LoRA scale alpha / rank; 0: alpha = rank"}),
         }}
 
     RETURN_TYPES = ("STRING", "IMAGE")
