@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from .manifest import IMAGE_EXTENSIONS, read_manifest
+from .manifest import IMAGE_EXTENSIONS, check_inside, read_manifest
 
 VIDEO_FPS = (1, 2, 4, 8, 15, 30, 60)
 IMAGE_FPS, LABEL_FPS = 120, 0
@@ -88,8 +88,9 @@ def probe_video(path: str):
     return None
 
 
-def label_images(label_folder: str) -> dict:
-    """{label: [image paths]} of the subfolders of ``label_folder`` (files beside them are ignored)."""
+def label_images(label_folder: str, roots=None) -> dict:
+    """{label: [image paths]} of the subfolders of ``label_folder`` (files beside them are ignored); with
+    ``roots``, every image must lie inside one of them."""
     if not os.path.isdir(label_folder):
         raise DataError(f"label_folder {label_folder} is not a folder; give a folder of <label>/ image folders")
     labels = {}
@@ -98,6 +99,8 @@ def label_images(label_folder: str) -> dict:
         if os.path.isdir(folder):
             labels[label] = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                                    if f.lower().endswith(IMAGE_EXTENSIONS))
+            for path in labels[label]:
+                check_inside(path, roots, f"label_folder {label}/")
     return labels
 
 
@@ -111,7 +114,7 @@ def read_sources(video_manifest=None, image_manifest=None, label_folder=None, ro
         images, missing = read_manifest(image_manifest, "image", roots)
         skipped += missing
     if label_folder:
-        labels = label_images(label_folder)
+        labels = label_images(label_folder, roots)
     return videos, images, labels, skipped
 
 

@@ -42,10 +42,10 @@ def write_jsonl_atomic(path: str, rows):
     os.replace(partial, path)
 
 
-def _check_inside(path: str, roots, where: str):
+def check_inside(path: str, roots, where: str):
     if roots is not None and not any(is_inside(path, root) for root in roots):
-        raise ManifestError(f"{where}: the file it lists is outside ComfyUI's input/ and models/ folders; "
-                            "list files inside them")
+        raise ManifestError(f"{where}: a file it lists leads outside ComfyUI's input/ and models/ folders; "
+                            "keep the data inside them")
 
 
 def _read_jsonl_manifest(path: str, media: str, roots):
@@ -61,7 +61,7 @@ def _read_jsonl_manifest(path: str, media: str, roots):
             if not isinstance(row[key], str):
                 raise ManifestError(f"{where}: field {key!r} must be a string, got a {type(row[key]).__name__}")
         row[media] = os.path.join(base, row[media])
-        _check_inside(row[media], roots, where)
+        check_inside(row[media], roots, where)
     return [row for _, row in rows], []
 
 
@@ -74,7 +74,8 @@ def _read_caption_folder(folder: str, media: str, roots):
                 continue
             path = os.path.join(parent, name)
             caption = os.path.splitext(path)[0] + ".txt"
-            _check_inside(path, roots, f"{folder}")
+            for listed in (path, caption):
+                check_inside(listed, roots, f"{folder}")
             if not os.path.isfile(caption):
                 skipped.append((path, "no same-name .txt caption"))
                 continue

@@ -72,7 +72,13 @@ def test_trainer_refuses_a_symlink_out_and_a_manifest_listing_files_outside(inst
     message, _ = refusal(server, _trainer(output_dir="escape/run"))
     assert message.startswith("output_dir leads out of ComfyUI's output/ folder through a symlink")
     message, history = refusal(server, _trainer(video_manifest="outside.jsonl"))
-    assert "line 1: the file it lists is outside ComfyUI's input/ and models/ folders" in message
+    assert "line 1: a file it lists leads outside ComfyUI's input/ and models/ folders" in message
+    os.makedirs(os.path.join(server.base, "input", "labels_out", "cat"))
+    os.symlink(victim / "notes.txt", os.path.join(server.base, "input", "labels_out", "cat", "0.png"))
+    message, history = refusal(server, _trainer(label_folder="labels_out"))
+    assert message.startswith("label_folder cat/: a file it lists leads outside ComfyUI's input/ and models/")
+    assert "user data" not in history
+    shutil.rmtree(os.path.join(server.base, "input", "labels_out"))
     message, history = refusal(server, _trainer(video_manifest="keys.jsonl"))  # lists x.mp4 beside it: missing
     assert SECRET not in history
     assert tree_digest(*_folders(server, victim)) == before
