@@ -46,7 +46,11 @@ def _folders_holding(kinds, marker: str) -> dict:
     import folder_paths
     found = {}
     for kind in kinds:
-        for root in folder_paths.get_folder_paths(kind) if kind in folder_paths.folder_names_and_paths else []:
+        try:
+            roots = folder_paths.get_folder_paths(kind)  # maps legacy names (clip -> text_encoders) where needed
+        except KeyError:
+            roots = []
+        for root in roots:
             if os.path.isdir(root):
                 for entry in sorted(os.listdir(root)):
                     if os.path.exists(os.path.join(root, entry, marker)):

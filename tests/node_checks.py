@@ -33,6 +33,6 @@ def refusal(server, prompt: dict, timeout: float = 300):
             entry = history[prompt_id]
             errors = [m[1] for m in entry["status"]["messages"] if m[0] == "execution_error"]
             assert errors, f"the prompt did not fail: {json.dumps(entry)[:2000]}"
-            return errors[0]["exception_message"], json.dumps(entry)
+            return errors[0]["exception_message"].strip(), json.dumps(entry)  # newer ComfyUI appends "\n"
         time.sleep(0.25)
     raise TimeoutError(prompt_id)
