@@ -3,7 +3,8 @@
     python -m etc_core.filter --input pairs.jsonl --output kept.jsonl --alpha 0.3 --clip /path/to/clip
 
 ``--input`` is JSONL with ``{"video": path, "caption": text}`` per line (relative paths are taken from
-the file's folder), or a folder of videos with same-name ``.txt`` captions. ``--clip`` is a local CLIP folder (transformers format). Re-running resumes.
+the file's folder), or a folder of videos with same-name ``.txt`` captions. ``--clip`` is a local CLIP
+folder (transformers format). Re-running resumes; a file the filter did not write is never replaced.
 """
 import argparse
 import sys

@@ -8,6 +8,7 @@ the vocabulary is the 256 byte symbols, their word-final forms, the merges, and 
 The prediction type (epsilon for the 512 base, v for 768-v) is read from the file as ComfyUI reads it.
 """
 import gzip
+import json
 import os
 import tempfile
 
@@ -91,14 +92,17 @@ def ldm_config(sd: dict) -> dict:
     proj_in = sd[UNET + f"input_blocks.{firsts[attention[0]]}.1.proj_in.weight"]
     vae_ch = sd[VAE + "encoder.conv_in.weight"].shape[0]
     vae_levels = _count(keys, VAE + "encoder.down.")
-    unet = dict(in_channels=sd[UNET + "input_blocks.0.0.weight"].shape[1], out_channels=sd[UNET + "out.2.weight"].shape[0],
-                model_channels=ch, channel_mult=mult, num_res_blocks=per_level,
+    unet = dict(in_channels=sd[UNET + "input_blocks.0.0.weight"].shape[1],
+                out_channels=sd[UNET + "out.2.weight"].shape[0], model_channels=ch, channel_mult=mult,
+                num_res_blocks=per_level,
                 attention_resolutions=[2 ** i for i in attention], transformer_depth=[max(d, 1) for d in depth],
                 context_dim=sd[to_k].shape[1], num_head_channels=SD2_HEAD_CHANNELS,
                 use_linear_in_transformer=proj_in.ndim == 2)
-    ddconfig = dict(in_channels=sd[VAE + "encoder.conv_in.weight"].shape[1], out_ch=sd[VAE + "decoder.conv_out.weight"].shape[0],
-                    ch=vae_ch, z_channels=sd[VAE + "decoder.conv_in.weight"].shape[1],
-                    ch_mult=[sd[VAE + f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // vae_ch for i in range(vae_levels)],
+    ddconfig = dict(in_channels=sd[VAE + "encoder.conv_in.weight"].shape[1],
+                    out_ch=sd[VAE + "decoder.conv_out.weight"].shape[0], ch=vae_ch,
+                    z_channels=sd[VAE + "decoder.conv_in.weight"].shape[1],
+                    ch_mult=[sd[VAE + f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // vae_ch
+                             for i in range(vae_levels)],
                     num_res_blocks=_count(keys, VAE + "encoder.down.0.block."))
     return {"model": {"params": {"unet_config": {"params": unet}, "scale_factor": 0.18215,
                                  "first_stage_config": {"params": {"ddconfig": ddconfig}}}}}
@@ -145,7 +149,6 @@ def clip_tokenizer(max_length: int = 77):
     symbols = _byte_symbols()
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    import json
     with tempfile.TemporaryDirectory() as folder:
         with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
             json.dump({token: i for i, token in enumerate(vocab)}, f)

@@ -1,8 +1,9 @@
 """ETC fine-tuning (section 4.2, appendix E.2): ``python -m etc_core.train --config FILE [--resume]``.
 
-The UNet and the FPS module train; the VAE and the text encoder are frozen. Frames are packed into one
-grid (eq. 1), the mixed embedding is added to the UNet input and the FPS embedding to the timestep
-embedding, with the same modules as inference. The loss target follows the base model's prediction type.
+The UNet (or, with ``lora_rank``, LoRA adapters on its attention projections) and the FPS module train;
+the VAE and the text encoder are frozen. Frames are packed into one grid (eq. 1), the mixed embedding is
+added to the UNet input and the FPS embedding to the timestep embedding, with the same modules as inference.
+The loss target follows the base model's prediction type.
 Multi-GPU and multi-node runs go through ``accelerate launch`` (DeepSpeed ZeRO-2 with CPU offload:
 ``configs/accelerate_deepspeed_zero2.yaml``). Checkpoints are written atomically every
 ``checkpoint_every`` steps; ``--resume`` restores model, optimizer, scheduler and RNG state and the data
@@ -74,10 +75,10 @@ class ETCTrainer:
         check_launch(config, resume)  # every check before the first write
         self.accelerator = make_accelerator(config)
         self.rows, self.cols = parse_layout(config.frames, config.layout)
-        main = self.accelerator.is_main_process
+        is_main = self.accelerator.is_main_process
         self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
                                config.label_folder, config.ratios, config.seed, config.skip_unreadable,
-                               log=lambda line: print(line, file=sys.stderr, flush=True) if main else None)
+                               log=lambda line: print(line, file=sys.stderr, flush=True) if is_main else None)
         unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler = load_models(config.pretrained)
         self.base_model = base_model_fingerprint(unet)
         self.vae.requires_grad_(False).eval()
@@ -91,8 +92,8 @@ class ETCTrainer:
             self.fps_module = FPSEmbedding(unet.time_embedding.linear_2.out_features)
         unet.conv_in = MixedEmbeddingInput(unet.conv_in, self.rows, self.cols, config.theta)
         unet.time_embedding = FPSConditionedTimeEmbedding(unet.time_embedding, self.fps_module, fps=0.0)
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, betas=tuple(config.betas),
-                                      weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=config.lr,
+                                      betas=tuple(config.betas), weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         deepspeed = self.accelerator.state.deepspeed_plugin
         if deepspeed is not None:  # no DataLoader here, so DeepSpeed's "auto" batch sizes come from the config
@@ -109,7 +110,7 @@ class ETCTrainer:
         self._trainable = trainable
         self.step = 0
         self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
-        if main:
+        if is_main:
             claim_output_dir(config)
         if resume:
             self._load_latest()

@@ -85,7 +85,8 @@ def _vae_to_ldm(state_dict: dict, levels: int) -> dict:
         new = re.sub(r"(en|de)coder\.mid_block\.resnets\.(\d)", lambda m: f"{m[1]}coder.mid.block_{int(m[2]) + 1}", key)
         new = re.sub(r"decoder\.up_blocks\.(\d+)", lambda m: f"decoder.up.{levels - 1 - int(m[1])}", new)
         for hf, ldm in (("down_blocks.", "down."), ("resnets.", "block."), ("downsamplers.0.", "downsample."),
-                        ("upsamplers.0.", "upsample."), ("conv_shortcut", "nin_shortcut"), ("conv_norm_out", "norm_out"),
+                        ("upsamplers.0.", "upsample."), ("conv_shortcut", "nin_shortcut"),
+                        ("conv_norm_out", "norm_out"),
                         ("mid_block.attentions.0.", "mid.attn_1."), ("attn_1.group_norm", "attn_1.norm"),
                         ("attn_1.to_q", "attn_1.q"), ("attn_1.to_k", "attn_1.k"), ("attn_1.to_v", "attn_1.v"),
                         ("attn_1.to_out.0", "attn_1.proj_out")):
