@@ -5,17 +5,23 @@
     label-image:   T different images of one label, fps 0
 
 Every sample is a pure function of (seed, index), so a resumed run sees exactly the data it would have.
+Every listed video and image is probed once, at the start: an unreadable one is left out (and named in
+the log) or refuses the run, so no run dies on a bad file halfway and no resume meets one.
 """
 import os
 
 import numpy as np
 import torch
 
-from .manifest import read_manifest
+from .manifest import IMAGE_EXTENSIONS, check_inside, read_manifest
 
 VIDEO_FPS = (1, 2, 4, 8, 15, 30, 60)
 IMAGE_FPS, LABEL_FPS = 120, 0
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+SHOWN_SKIPS = 20
+
+
+class DataError(ValueError):
+    pass
 
 
 def video_frame_indices(clip_fps: float, total: int, frames: int, rng: np.random.Generator):
@@ -51,31 +57,122 @@ def _read_image(path):
     import cv2
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"cannot read image {path}")
+        raise DataError(f"cannot read image {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def probe_image(path: str):
+    """None when ``path`` decodes as an image, else why not."""
+    import cv2
+    if not os.path.isfile(path):
+        return "missing"
+    return None if cv2.imread(path, cv2.IMREAD_COLOR) is not None else "cannot decode"
+
+
+def probe_video(path: str):
+    """None when ``path`` opens as a video whose first and last frames decode, else why not."""
+    import cv2
+    if not os.path.isfile(path):
+        return "missing"
+    capture = cv2.VideoCapture(path)
+    try:
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        if not capture.isOpened() or total <= 0:
+            return "cannot open as a video"
+        for index in sorted({0, total - 1}):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+            if not capture.read()[0]:
+                return f"cannot decode frame {index}"
+    finally:
+        capture.release()
+    return None
+
+
+def label_images(label_folder: str, roots=None) -> dict:
+    """{label: [image paths]} of the subfolders of ``label_folder`` (files beside them are ignored); with
+    ``roots``, every image must lie inside one of them."""
+    if not os.path.isdir(label_folder):
+        raise DataError(f"label_folder {label_folder} is not a folder; give a folder of <label>/ image folders")
+    labels = {}
+    for label in sorted(os.listdir(label_folder)):
+        folder = os.path.join(label_folder, label)
+        if os.path.isdir(folder):
+            labels[label] = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                                   if f.lower().endswith(IMAGE_EXTENSIONS))
+            for path in labels[label]:
+                check_inside(path, roots, f"label_folder {label}/")
+    return labels
+
+
+def read_sources(video_manifest=None, image_manifest=None, label_folder=None, roots=None):
+    """``(videos, images, labels, skipped)`` as listed, before any file is probed."""
+    videos, images, labels, skipped = [], [], {}, []
+    if video_manifest:
+        videos, missing = read_manifest(video_manifest, "video", roots)
+        skipped += missing
+    if image_manifest:
+        images, missing = read_manifest(image_manifest, "image", roots)
+        skipped += missing
+    if label_folder:
+        labels = label_images(label_folder, roots)
+    return videos, images, labels, skipped
+
+
+def skipped_report(skipped) -> str:
+    shown = ", ".join(f"{path} ({reason})" for path, reason in skipped[:SHOWN_SKIPS])
+    more = f" and {len(skipped) - SHOWN_SKIPS} more" if len(skipped) > SHOWN_SKIPS else ""
+    return f"{len(skipped)} unreadable or uncaptioned files left out: {shown}{more}"
+
+
+def missing(path: str):
+    """The cheap probe a launch runs before anything is written: does the file exist."""
+    return None if os.path.isfile(path) else "missing"
+
+
+def usable_sources(frames: int, sources, ratios, skip_unreadable: bool = True, probe_video=probe_video,
+                   probe_image=probe_image, log=None):
+    """``(videos, images, labels, weights)``: the listed files that pass their probe, each source's share.
+
+    Files that fail are left out and named in ``log``, or refuse the run when ``skip_unreadable`` is off.
+    """
+    videos, images, labels, skipped = sources
+    skipped = list(skipped)
+
+    def readable(path, probe):
+        reason = probe(path)
+        if reason:
+            skipped.append((path, reason))
+        return not reason
+
+    videos = [row for row in videos if readable(row["video"], probe_video)]
+    images = [row for row in images if readable(row["image"], probe_image)]
+    kept_labels = {}
+    for label, files in labels.items():
+        files = [f for f in files if readable(f, probe_image)]
+        if len(files) >= frames:
+            kept_labels[label] = files
+    if skipped:
+        if not skip_unreadable:
+            raise DataError(f"{skipped_report(skipped)}; fix or remove them, or set skip_unreadable")
+        if log:
+            log(f"data: {skipped_report(skipped)}")
+    present = [bool(videos), bool(images), bool(kept_labels)]
+    weights = np.array([r if p else 0.0 for r, p in zip(ratios, present)], dtype=np.float64)
+    if weights.sum() <= 0:
+        raise DataError("no readable training data with a ratio above 0: give video_manifest, image_manifest or "
+                        f"label_folder (a label folder needs at least frames={frames} images per label)")
+    return videos, images, kept_labels, weights / weights.sum()
 
 
 class TripleData:
     """Samples of the three kinds, mixed by ``ratios`` (video, image, label)."""
 
     def __init__(self, frames: int, resolution: int, video_manifest=None, image_manifest=None, label_folder=None,
-                 ratios=(1.0, 1.0, 1.0), seed: int = 0):
+                 ratios=(1.0, 1.0, 1.0), seed: int = 0, skip_unreadable: bool = True, log=None):
         self.frames, self.resolution, self.seed = frames, resolution, seed
-        self.videos = read_manifest(video_manifest, ("video", "caption")) if video_manifest else []
-        self.images = read_manifest(image_manifest, ("image", "caption")) if image_manifest else []
-        self.labels = {}
-        if label_folder:
-            for label in sorted(os.listdir(label_folder)):
-                folder = os.path.join(label_folder, label)
-                files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
-                if len(files) >= frames:
-                    self.labels[label] = files
-        sources = [bool(self.videos), bool(self.images), bool(self.labels)]
-        weights = np.array([r if s else 0.0 for r, s in zip(ratios, sources)], dtype=np.float64)
-        if weights.sum() <= 0:
-            raise ValueError("no training data: give video_manifest, image_manifest or label_folder (a label folder "
-                             f"needs at least frames={frames} images)")
-        self.weights = weights / weights.sum()
+        sources = read_sources(video_manifest, image_manifest, label_folder)
+        self.videos, self.images, self.labels, self.weights = usable_sources(frames, sources, ratios,
+                                                                             skip_unreadable, log=log)
 
     def sample(self, index: int) -> dict:
         """{"pixels": [T, 3, H, W] in [-1, 1], "caption": str, "fps": float, "kind": str}."""
@@ -101,14 +198,14 @@ class TripleData:
             total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
             clip_fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
             if total <= 0:
-                raise ValueError(f"cannot read video {entry['video']}")
+                raise DataError(f"cannot read video {entry['video']}")
             indices, fps = video_frame_indices(clip_fps, total, self.frames, rng)
             frames = []
             for i in indices:
                 capture.set(cv2.CAP_PROP_POS_FRAMES, i)
                 ok, frame = capture.read()
                 if not ok:
-                    raise ValueError(f"cannot decode frame {i} of {entry['video']}")
+                    raise DataError(f"cannot decode frame {i} of {entry['video']}")
                 frames.append(resize_crop(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.resolution))
         finally:
             capture.release()

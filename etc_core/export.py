@@ -4,6 +4,7 @@
 The key table is the standard Stable Diffusion one (4 levels, 2 ResNets per level, attention in the
 first three down levels and the last three up levels), so it applies to SD 2.x layouts.
 """
+import torch
 from safetensors.torch import save_file
 
 _TOP = [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
@@ -58,3 +59,22 @@ def save_comfyui_unet(path: str, unet) -> str:
     tensors = {k: v.detach().contiguous().cpu() for k, v in unet_to_ldm(unet.state_dict()).items()}
     save_file(tensors, path)
     return path
+
+
+def lora_modules(unet) -> dict:
+    """{module name: (down [rank, in], up [out, rank])} of the peft LoRA adapters in ``unet``."""
+    return {name: (module.lora_A["default"].weight, module.lora_B["default"].weight)
+            for name, module in unet.named_modules() if "default" in getattr(module, "lora_A", {})}
+
+
+def comfyui_lora(unet, alpha: float) -> dict:
+    """The LoRA of ``unet`` under ComfyUI's names for the LDM UNet (``lora_unet_<ldm key with _>``), read by the
+    stock LoraLoaderModelOnly as ``weight += alpha / rank * up @ down``."""
+    tensors = {}
+    for name, (down, up) in lora_modules(unet).items():
+        (ldm,) = unet_to_ldm({name + ".weight": None})
+        key = "lora_unet_" + ldm[:-len(".weight")].replace(".", "_")
+        tensors[key + ".lora_down.weight"] = down.detach().float().contiguous().cpu()
+        tensors[key + ".lora_up.weight"] = up.detach().float().contiguous().cpu()
+        tensors[key + ".alpha"] = torch.tensor(float(alpha))
+    return tensors

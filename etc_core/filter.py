@@ -3,13 +3,14 @@
     python -m etc_core.filter --input pairs.jsonl --output kept.jsonl --alpha 0.3 --clip /path/to/clip
 
 ``--input`` is JSONL with ``{"video": path, "caption": text}`` per line (relative paths are taken from
-the file's folder). ``--clip`` is a local CLIP folder (transformers format). Re-running resumes.
+the file's folder), or a folder of videos with same-name ``.txt`` captions. ``--clip`` is a local CLIP
+folder (transformers format). Re-running resumes; a file the filter did not write is never replaced.
 """
 import argparse
 import sys
 
 from .manifest import read_manifest
-from .video_filter import filter_videos
+from .video_filter import check_filter_output, filter_videos
 
 
 def main(argv=None) -> int:
@@ -20,10 +21,15 @@ def main(argv=None) -> int:
     parser.add_argument("--clip", required=True, help="local CLIP model folder (transformers format)")
     parser.add_argument("--frames", type=int, default=8, help="frames sampled per video")
     args = parser.parse_args(argv)
+    try:
+        entries, _ = read_manifest(args.input, "video")
+        check_filter_output(args.output)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     from transformers import CLIPModel, CLIPProcessor
     model = CLIPModel.from_pretrained(args.clip, local_files_only=True).eval()
     processor = CLIPProcessor.from_pretrained(args.clip, local_files_only=True)
-    entries = read_manifest(args.input, ("video", "caption"))
     kept = filter_videos(entries, args.output, args.alpha, model, processor, args.frames,
                          progress=lambda i, n: print(f"\rscored {i}/{n}", end="", file=sys.stderr))
     print(f"\nkept {len(kept)} of {len(entries)} -> {args.output} (all scores: {args.output}.scores.jsonl)",

@@ -91,15 +91,30 @@ def save_fps_module(path: str, module: FPSEmbedding, *, frames: int, layout: str
 
 
 def load_fps_module(path: str, expected_base_model: str = None):
-    """``(FPSEmbedding, metadata)``; refuses a file made for a different base model."""
+    """``(FPSEmbedding, metadata)``; refuses, naming the file, one that is not a readable ETC FPS file, one
+    whose weights do not have the width it declares, and one made for a different base model."""
+    import os
+
     from safetensors import safe_open
-    with safe_open(path, framework="pt") as f:
-        metadata = f.metadata() or {}
+    name = os.path.basename(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(path)
+    except Exception:  # safetensors reports a bad header in many ways; the file is what matters
+        raise ValueError(f"fps_weights {name} is not a readable safetensors file; replace it with the "
+                         "etc_fps.safetensors a training run exported") from None
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an ETC FPS-embedding file (format {metadata.get('format')!r})")
+        raise ValueError(f"fps_weights {name} is not an ETC FPS-embedding file (format {metadata.get('format')!r})")
     if expected_base_model and metadata.get("base_model") != expected_base_model:
-        raise ValueError(f"fps_weights {path} was trained for base model {metadata.get('base_model')}, but the "
+        raise ValueError(f"fps_weights {name} was trained for base model {metadata.get('base_model')}, but the "
                          f"MODEL is {expected_base_model}; pick the FPS file made with this checkpoint")
-    module = FPSEmbedding(int(metadata["width"]))
-    module.load_state_dict(load_file(path))
+    width = metadata.get("width", "")
+    module = FPSEmbedding(int(width)) if width.isdigit() and 0 < int(width) <= 65536 else None
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()} if module else None
+    declared_for_model = not expected_base_model or expected_base_model.endswith(f"temb={width}")
+    if expected != {k: tuple(v.shape) for k, v in tensors.items()} or not declared_for_model:
+        raise ValueError(f"fps_weights {name} does not hold the weights of an FPS module of width {width!r} "
+                         "(wrong or damaged file); replace it with the etc_fps.safetensors a run exported")
+    module.load_state_dict(tensors)
     return module, metadata

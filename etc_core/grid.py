@@ -28,11 +28,24 @@ def parse_layout(frames: int, layout: str = "auto"):
         rows, cols = (int(v) for v in str(layout).lower().split("x"))
     except ValueError:
         raise GridLayoutError(f"layout {layout!r} is not 'auto' or 'RxC' (for example '4x4')") from None
-    if rows * cols != frames:
+    if rows < 1 or cols < 1 or rows * cols != frames:
         options = ", ".join(f"{r}x{c}" for r, c in layouts(frames))
-        raise GridLayoutError(f"layout {layout} holds {rows * cols} frames, not frames={frames}; "
-                              f"use one of: {options}, or 'auto'")
+        held = f"holds {rows * cols} frames, not frames={frames}" if rows >= 1 and cols >= 1 else "is not positive"
+        raise GridLayoutError(f"layout {layout} {held}; use one of: {options}, or 'auto'")
     return rows, cols
+
+
+def check_grid_latent(latent: dict, rows: int, cols: int):
+    """Refuse a latent made as another grid: its ``etc_grid`` metadata (set by the ETC latent nodes) must
+    name ``rows x cols``, and its height and width must split into that many frames."""
+    meta = latent.get("etc_grid")
+    if meta and (meta["rows"], meta["cols"]) != (rows, cols):
+        raise GridLayoutError(f"the latent was made as a {meta['rows']}x{meta['cols']} grid of {meta['frames']} "
+                              f"frames; set frames={meta['frames']} and layout={meta['rows']}x{meta['cols']}")
+    height, width = latent["samples"].shape[-2:]
+    if height % rows or width % cols:
+        raise GridLayoutError(f"the latent is {height}x{width}, which is not a grid of {rows}x{cols} frames; set "
+                              "frames and layout to the ones the grid latent was made with")
 
 
 def pack(frames: torch.Tensor, rows: int, cols: int) -> torch.Tensor:

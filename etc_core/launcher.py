@@ -3,7 +3,6 @@
 The process reports ``step s/n loss x`` lines on stderr; :class:`TrainingProcess` parses them, and
 ``stop()`` sends SIGTERM to the training processes, on which they write a checkpoint and exit (resumable).
 """
-import json
 import os
 import re
 import subprocess
@@ -13,12 +12,33 @@ import time
 
 import numpy as np
 
+from .train import check_launch
+from .train_config import TrainConfig, claim_output_dir, write_json_atomic
+
 STEP_LINE = re.compile(r"^step (\d+)/(\d+) loss ([-+0-9.eE]+|nan|inf)$")
+PATH_FIELDS = ("pretrained", "output_dir", "video_manifest", "image_manifest", "label_folder")
 PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TrainingError(RuntimeError):
     pass
+
+
+def check_accelerate_config(path: str):
+    """Refuse a missing file, or one that is not a YAML mapping of accelerate settings (no content shown)."""
+    import yaml
+    hint = ("give the path of an accelerate config YAML (e.g. etc_core/configs/accelerate_deepspeed_zero2.yaml) "
+            "or leave it empty")
+    if not os.path.isfile(path):
+        raise TrainingError(f"accelerate_config {path!r} is not a file; {hint}")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            settings = yaml.safe_load(f)
+    except yaml.YAMLError:
+        settings = None
+    if not isinstance(settings, dict) or not {"distributed_type", "num_processes"} & set(settings):
+        raise TrainingError(f"accelerate_config {path!r} is not an accelerate config (a YAML mapping with "
+                            f"distributed_type, num_processes, ...); {hint}")
 
 
 def launch_command(config_path: str, mixed_precision: str = "no", resume: bool = False, num_processes: int = 1,
@@ -27,10 +47,7 @@ def launch_command(config_path: str, mixed_precision: str = "no", resume: bool =
     the file decides everything), else ``num_processes`` data-parallel processes on this machine."""
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
-        if not os.path.isfile(accelerate_config):
-            raise TrainingError(f"accelerate_config {accelerate_config!r} is not a file; give the path of an "
-                                "accelerate config YAML (e.g. etc_core/configs/accelerate_deepspeed_zero2.yaml) "
-                                "or leave it empty")
+        check_accelerate_config(accelerate_config)
         command += ["--config_file", accelerate_config]
     else:
         command += ["--num_processes", str(num_processes), "--num_machines", "1",
@@ -50,16 +67,25 @@ def launch_env() -> dict:
     return env
 
 
+def absolute_paths(config: dict) -> dict:
+    """Path fields made absolute here: the training process runs in the pack's folder, not the caller's."""
+    return {k: os.path.abspath(v) if k in PATH_FIELDS and isinstance(v, str) and v else v for k, v in config.items()}
+
+
 class TrainingProcess:
-    def __init__(self, config: dict, resume: bool = False, num_processes: int = 1, accelerate_config: str = None):
-        self.config_path = os.path.join(config["output_dir"], "launch_config.json")
-        command = launch_command(self.config_path, config.get("mixed_precision", "no"), resume, num_processes,
-                                 accelerate_config)
-        os.makedirs(config["output_dir"], exist_ok=True)
-        partial = self.config_path + ".partial"
-        with open(partial, "w") as f:
-            json.dump(config, f, indent=1)
-        os.replace(partial, self.config_path)
+    """A launch checks the config, the base model, the data lists, the accelerate config and the run folder
+    first; only then does it write ``run.json`` and ``launch_config.json`` and start the processes, so a
+    refused launch leaves every file as it was. ``roots`` confines the files the data lists name."""
+
+    def __init__(self, config: dict, resume: bool = False, num_processes: int = 1, accelerate_config: str = None,
+                 roots=None):
+        config = absolute_paths(config)
+        checked = TrainConfig.from_dict(config)
+        self.config_path = os.path.join(checked.output_dir, "launch_config.json")
+        command = launch_command(self.config_path, checked.mixed_precision, resume, num_processes, accelerate_config)
+        check_launch(checked, resume, roots)
+        claim_output_dir(checked)
+        write_json_atomic(self.config_path, config)
         env = launch_env()
         self.process = subprocess.Popen(command, cwd=PACK_ROOT, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -112,8 +138,9 @@ class TrainingProcess:
         code = self.process.wait()
         self._reader.join()
         if code != 0:
-            errors = [line for line in self.log if line.startswith("error:")] or self.log[-20:]
-            raise TrainingError("training failed: " + "\n".join(errors))
+            errors = [line for line in self.log if line.startswith("error:")]  # the trainer's own, from each rank
+            last = [line for line in self.log if line.strip()][-1:]
+            raise TrainingError("training failed: " + (errors[0] if errors else " ".join(last)))
         folders = [line.strip() for line in self._stdout if os.path.isdir(line.strip())]  # libraries print too
         return folders[-1] if folders else ""
 

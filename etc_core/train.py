@@ -1,85 +1,57 @@
 """ETC fine-tuning (section 4.2, appendix E.2): ``python -m etc_core.train --config FILE [--resume]``.
 
-The UNet and the FPS module train; the VAE and the text encoder are frozen. Frames are packed into one
-grid (eq. 1), the mixed embedding is added to the UNet input and the FPS embedding to the timestep
-embedding, with the same modules as inference. The loss target follows the base model's prediction type.
+The UNet (or, with ``lora_rank``, LoRA adapters on its attention projections) and the FPS module train;
+the VAE and the text encoder are frozen. Frames are packed into one grid (eq. 1), the mixed embedding is
+added to the UNet input and the FPS embedding to the timestep embedding, with the same modules as inference.
+The loss target follows the base model's prediction type.
 Multi-GPU and multi-node runs go through ``accelerate launch`` (DeepSpeed ZeRO-2 with CPU offload:
 ``configs/accelerate_deepspeed_zero2.yaml``). Checkpoints are written atomically every
 ``checkpoint_every`` steps; ``--resume`` restores model, optimizer, scheduler and RNG state and the data
 position (samples are a function of (seed, index)), so a resumed run ends as an uninterrupted one.
 """
 import argparse
-import dataclasses
-import glob
 import hashlib
 import json
 import os
 import shutil
 import signal
 import sys
+import traceback
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .data import TripleData
-from .export import save_comfyui_unet
+from .data import TripleData, missing, read_sources, usable_sources
+from .export import comfyui_lora, save_comfyui_unet
 from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
 from .grid import pack, parse_layout
 from .mixed_embedding import MixedEmbeddingInput
+from .pretrained import check_pretrained, load_models
+from .train_config import TrainConfig, check_output_dir, checkpoints, claim_output_dir
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    pretrained: str                      # local diffusers folder: unet/ vae/ text_encoder/ tokenizer/ scheduler/
-    output_dir: str
-    video_manifest: str = None
-    image_manifest: str = None
-    label_folder: str = None
-    ratios: tuple = (1.0, 1.0, 1.0)      # video, image, label
-    frames: int = 16
-    layout: str = "auto"
-    resolution: int = 256
-    theta: float = 10000.0
-    lr: float = 1e-4
-    betas: tuple = (0.9, 0.9)
-    weight_decay: float = 0.03
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 15000
-    checkpoint_every: int = 500
-    mixed_precision: str = "no"          # no | fp16 | bf16
-    gradient_checkpointing: bool = False
-    cache_latents: bool = False          # keep each frame's VAE posterior on disk (output_dir/latent_cache)
-    ema_decay: float = 0.0               # 0: off; else the exported weights are the EMA
-    seed: int = 0
-
-    @classmethod
-    def from_file(cls, path: str) -> "TrainConfig":
-        with open(path) as f:
-            values = json.load(f)
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
-        return cls(**values)
-
-    def run_identity(self) -> dict:
-        """What makes two runs the same run (the step budget and checkpoint cadence may change on resume)."""
-        values = dataclasses.asdict(self)
-        for key in ("max_steps", "checkpoint_every", "output_dir"):
-            values.pop(key)
-        return json.loads(json.dumps(values))
+def check_launch(config: TrainConfig, resume: bool = False, roots=None):
+    """Everything a launch can check without the models and without decoding: the run folder, the base
+    model, the data lists (each line parsed, each field typed, each file present). Reads only; ``roots``
+    confines the files the data lists name."""
+    check_output_dir(config, resume)
+    check_pretrained(config.pretrained)
+    sources = read_sources(config.video_manifest, config.image_manifest, config.label_folder, roots)
+    usable_sources(config.frames, sources, config.ratios, config.skip_unreadable, missing, missing)
 
 
-def load_models(pretrained: str):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-    load = dict(local_files_only=True)
-    return (UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", **load),
-            AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **load),
-            CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **load),
-            CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **load),
-            DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler", **load))
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")  # every attention projection, self and cross
+
+
+def add_lora(unet, rank: int, alpha: float, seed: int):
+    """Freeze the UNet and give each attention projection a LoRA adapter (peft): ``W + alpha/rank * B A``, B
+    zero at init so training starts from the base model; A's init depends on the seed alone."""
+    from peft import LoraConfig
+    unet.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LORA_TARGETS)))
 
 
 def make_accelerator(config: TrainConfig):
@@ -100,13 +72,19 @@ def make_accelerator(config: TrainConfig):
 class ETCTrainer:
     def __init__(self, config: TrainConfig, resume: bool = False):
         self.config = config
+        check_launch(config, resume)  # every check before the first write
         self.accelerator = make_accelerator(config)
-        self._claim_output_dir(resume)
         self.rows, self.cols = parse_layout(config.frames, config.layout)
+        is_main = self.accelerator.is_main_process
+        self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
+                               config.label_folder, config.ratios, config.seed, config.skip_unreadable,
+                               log=lambda line: print(line, file=sys.stderr, flush=True) if is_main else None)
         unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler = load_models(config.pretrained)
         self.base_model = base_model_fingerprint(unet)
         self.vae.requires_grad_(False).eval()
         self.text_encoder.requires_grad_(False).eval()
+        if config.lora_rank:
+            add_lora(unet, config.lora_rank, config.lora_alpha or config.lora_rank, config.seed)
         if config.gradient_checkpointing:
             unet.enable_gradient_checkpointing()
         with torch.random.fork_rng(devices=[]):  # the new MLP's init depends on the seed alone
@@ -114,8 +92,8 @@ class ETCTrainer:
             self.fps_module = FPSEmbedding(unet.time_embedding.linear_2.out_features)
         unet.conv_in = MixedEmbeddingInput(unet.conv_in, self.rows, self.cols, config.theta)
         unet.time_embedding = FPSConditionedTimeEmbedding(unet.time_embedding, self.fps_module, fps=0.0)
-        optimizer = torch.optim.AdamW(unet.parameters(), lr=config.lr, betas=tuple(config.betas),
-                                      weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=config.lr,
+                                      betas=tuple(config.betas), weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         deepspeed = self.accelerator.state.deepspeed_plugin
         if deepspeed is not None:  # no DataLoader here, so DeepSpeed's "auto" batch sizes come from the config
@@ -126,38 +104,20 @@ class ETCTrainer:
         device = self.accelerator.device
         self.vae.to(device)
         self.text_encoder.to(device)
-        self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
-                               config.label_folder, config.ratios, config.seed)
         trainable = [p for p in self.accelerator.unwrap_model(self.unet).parameters() if p.requires_grad]
         # fp32 even when DeepSpeed trains bf16 weights: a bf16 lerp by (1 - decay) would round to no change
         self.ema = [p.detach().float().clone() for p in trainable] if config.ema_decay > 0 else None
         self._trainable = trainable
         self.step = 0
+        self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
+        if is_main:
+            claim_output_dir(config)
         if resume:
             self._load_latest()
 
     # -- run folder -------------------------------------------------------------------------------------
-    def _claim_output_dir(self, resume: bool):
-        path = os.path.join(self.config.output_dir, "run.json")
-        identity = self.config.run_identity()
-        if os.path.exists(path):
-            with open(path) as f:
-                existing = json.load(f)
-            if existing != identity:
-                raise ValueError(f"output_dir {self.config.output_dir} holds a different run (run.json differs); "
-                                 "pick a new output_dir, or use the same config to resume")
-            if not resume and glob.glob(os.path.join(self.config.output_dir, "checkpoint-*")):
-                raise ValueError(f"output_dir {self.config.output_dir} already has checkpoints; pass --resume to "
-                                 "continue that run, or pick a new output_dir")
-        self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
-        if self.accelerator.is_main_process:
-            os.makedirs(self.config.output_dir, exist_ok=True)
-            with open(path, "w") as f:
-                json.dump(identity, f, indent=1)
-
     def checkpoints(self):
-        found = glob.glob(os.path.join(self.config.output_dir, "checkpoint-*"))
-        return sorted((p for p in found if not p.endswith(".partial")), key=lambda p: int(p.rsplit("-", 1)[1]))
+        return checkpoints(self.config.output_dir)
 
     def _load_latest(self):
         checkpoints = self.checkpoints()
@@ -295,7 +255,9 @@ class ETCTrainer:
 
     def export(self) -> str:
         """``final/unet`` (diffusers), ``final/etc_unet_comfyui.safetensors`` (for ComfyUI's models/unet,
-        when the UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder."""
+        when the UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder. A LoRA run
+        writes ``final/etc_lora_diffusers.safetensors`` (peft names) and, for the SD layout,
+        ``final/etc_lora_comfyui.safetensors`` (ComfyUI's models/loras) instead of the UNet."""
         folder = os.path.join(self.config.output_dir, "final")
         unet = self.accelerator.unwrap_model(self.unet)
         live = None
@@ -306,10 +268,14 @@ class ETCTrainer:
         if self.accelerator.is_main_process:
             conv, temb = unet.conv_in, unet.time_embedding
             unet.conv_in, unet.time_embedding = conv.conv, temb.time_embed
+            sd_layout = len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2
             try:
-                unet.save_pretrained(os.path.join(folder, "unet"))
-                if len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2:
-                    save_comfyui_unet(os.path.join(folder, "etc_unet_comfyui.safetensors"), unet)
+                if self.config.lora_rank:
+                    self._export_lora(unet, folder, sd_layout)
+                else:
+                    unet.save_pretrained(os.path.join(folder, "unet"))
+                    if sd_layout:
+                        save_comfyui_unet(os.path.join(folder, "etc_unet_comfyui.safetensors"), unet)
             finally:
                 unet.conv_in, unet.time_embedding = conv, temb
             save_fps_module(os.path.join(folder, "etc_fps.safetensors"), self.fps_module,
@@ -319,6 +285,22 @@ class ETCTrainer:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in self._trainable], live)
         return folder
+
+
+    def _export_lora(self, unet, folder: str, sd_layout: bool):
+        from peft.utils import get_peft_model_state_dict
+        os.makedirs(folder, exist_ok=True)
+        lora = {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(unet).items()}
+        save_file(lora, os.path.join(folder, "etc_lora_diffusers.safetensors"))
+        if sd_layout:
+            save_file(comfyui_lora(unet, self.config.lora_alpha or self.config.lora_rank),
+                      os.path.join(folder, "etc_lora_comfyui.safetensors"))
+
+
+def one_line(error: BaseException) -> str:
+    """The error as the node shows it: our own checks speak for themselves, others get their type."""
+    text = " ".join(str(error).split())
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
 
 
 def main(argv=None) -> int:
@@ -332,15 +314,20 @@ def main(argv=None) -> int:
         signal.signal(sig, lambda *_: stop.append(True))
     try:
         trainer = ETCTrainer(TrainConfig.from_file(args.config), resume=args.resume)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr,
+                                                        flush=True),
+                      should_stop=lambda: bool(stop))
+        if trainer.step < trainer.config.max_steps:  # stopped by a signal, here or on another rank
+            print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoints()[-1]}", file=sys.stderr)
+            return 3
+        folder = trainer.export()
+    except (ValueError, OSError) as e:  # refused input: the message is the whole story
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
         return 2
-    trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr, flush=True),
-                  should_stop=lambda: bool(stop))
-    if trainer.step < trainer.config.max_steps:  # stopped by a signal, here or on another rank
-        print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoints()[-1]}", file=sys.stderr)
-        return 3
-    folder = trainer.export()
+    except Exception as e:  # a failure of ours: keep the traceback in the log, the node shows the last line
+        traceback.print_exc()
+        print(f"error: {one_line(e)}", file=sys.stderr, flush=True)
+        return 1
     if trainer.accelerator.is_main_process:
         print(folder)
     return 0

@@ -4,7 +4,8 @@
 
 with the CLIP model's own (exponentiated) logit scale. The top ``alpha`` fraction of the readable
 videos is kept. Every score goes to ``<output>.scores.jsonl`` as it is computed, so an interrupted run
-resumes where it stopped; a video that cannot be read is recorded with its error and skipped.
+resumes where it stopped; a video that cannot be read is recorded with its error and skipped. The scores
+file starts with a marker line, and the filter writes over ``output`` only when that file says it wrote it.
 """
 import json
 import math
@@ -16,8 +17,31 @@ import torch
 from .manifest import read_jsonl, write_jsonl_atomic
 
 
+SCORES_MARKER = {"etc_filter_scores": 1}
+
+
 class VideoReadError(RuntimeError):
     pass
+
+
+def check_filter_output(output: str) -> str:
+    """The scores path for ``output``; refuses files the filter did not write (it never replaces them)."""
+    scores = output + ".scores.jsonl"
+    for path in (output, scores):
+        if os.path.lexists(path) and not os.path.isfile(path):
+            raise ValueError(f"output {path} exists and is not a file; pick another output name")
+    if os.path.exists(scores):
+        with open(scores, encoding="utf-8", errors="replace") as f:
+            first = f.readline()
+        try:
+            ours = json.loads(first) == SCORES_MARKER
+        except ValueError:
+            ours = False
+        if not ours:
+            raise ValueError(f"{scores} exists and was not written by this filter; pick another output name")
+    elif os.path.exists(output):
+        raise ValueError(f"output {output} exists and was not written by this filter; pick another output name")
+    return scores
 
 
 def sample_frame_indices(total: int, count: int):
@@ -70,8 +94,11 @@ def filter_videos(entries, output: str, alpha: float, model, processor, frames: 
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha is the fraction of videos to keep, in (0, 1]; got {alpha}")
-    scores_path = output + ".scores.jsonl"
-    done = {row["video"]: row for row in read_jsonl(scores_path)} if os.path.exists(scores_path) else {}
+    scores_path = check_filter_output(output)
+    done = {row["video"]: row for row in read_jsonl(scores_path)[1:]} if os.path.exists(scores_path) else {}
+    if not os.path.exists(scores_path):
+        with open(scores_path, "w") as log:
+            log.write(json.dumps(SCORES_MARKER) + "\n")
     with open(scores_path, "a") as log:
         for i, entry in enumerate(entries):
             if entry["video"] not in done:

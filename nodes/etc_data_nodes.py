@@ -1,8 +1,12 @@
-"""ComfyUI node for ETC's data preparation (category video/ETC): the CLIP-score video filter."""
+"""ComfyUI node for ETC's data preparation (category video/ETC): the CLIP-score video filter.
+
+Paths follow nodes/paths.py: the manifest under input/ or models/, the CLIP by name, the result under output/.
+"""
 import os
 
 from ..etc_core.manifest import read_manifest
-from ..etc_core.video_filter import filter_videos
+from ..etc_core.video_filter import check_filter_output, filter_videos
+from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path
 
 CATEGORY = "video/ETC"
 
@@ -11,11 +15,14 @@ class ETCVideoFilter:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "manifest": ("STRING", {"default": "", "tooltip": "JSONL of {\"video\": path, \"caption\": text}"}),
-            "output": ("STRING", {"default": "", "tooltip": "kept JSONL; scores go to <output>.scores.jsonl"}),
+            "manifest": ("STRING", {"default": "", "tooltip": "JSONL of {\"video\": path, \"caption\": text}, or a "
+                                    "folder of videos with same-name .txt captions, under input/ or models/"}),
+            "output": ("STRING", {"default": "etc_data/kept.jsonl", "tooltip": "kept JSONL under ComfyUI's output/; "
+                                  "scores go to <output>.scores.jsonl"}),
             "alpha": ("FLOAT", {"default": 0.3, "min": 0.001, "max": 1.0, "step": 0.01,
                                 "tooltip": "fraction of the readable videos to keep"}),
-            "clip_path": ("STRING", {"default": "", "tooltip": "local CLIP folder (transformers format)"}),
+            "clip": (sorted(clip_folders()), {"tooltip": "CLIP folder (transformers format, config.json inside) in "
+                                              "models/clip_vision or models/clip"}),
             "frames": ("INT", {"default": 8, "min": 1, "max": 64}),
         }}
 
@@ -26,17 +33,17 @@ class ETCVideoFilter:
     CATEGORY = CATEGORY
     DESCRIPTION = "ETC eq. 5: CLIP score per caption-video pair, keep the top alpha fraction (resumable)."
 
-    def run(self, manifest, output, alpha, clip_path, frames):
+    def run(self, manifest, output, alpha, clip, frames):
         import comfy.utils
         from transformers import CLIPModel, CLIPProcessor
-        for name, path in (("manifest", manifest), ("clip_path", clip_path)):
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{name} {path!r} does not exist; give an absolute path")
-        if not output:
-            raise ValueError("output is empty; give the path of the kept-manifest JSONL to write")
+        manifest = input_path(manifest, "manifest")
+        output = output_path(output, "output")
+        clip_path = clip_folder(clip)
+        entries, _ = read_manifest(manifest, "video", allowed_roots())
+        check_filter_output(output)
         model = CLIPModel.from_pretrained(clip_path, local_files_only=True).eval()
         processor = CLIPProcessor.from_pretrained(clip_path, local_files_only=True)
-        entries = read_manifest(manifest, ("video", "caption"))
+        os.makedirs(os.path.dirname(output), exist_ok=True)
         bar = comfy.utils.ProgressBar(len(entries))
         kept = filter_videos(entries, output, alpha, model, processor, frames,
                              progress=lambda i, n: bar.update_absolute(i, n))

@@ -5,6 +5,8 @@ import torch
 
 from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
                         load_fps_module, pack, parse_layout, unpack)
+from ..etc_core.grid import check_grid_latent
+from ..etc_core.unet_check import check_image_unet
 from .comfy_versions import module_to_patch
 
 CATEGORY = "video/ETC"
@@ -32,13 +34,6 @@ def _fps_files():
 def _grid_meta(frames, layout):
     rows, cols = parse_layout(frames, layout)
     return {"frames": frames, "rows": rows, "cols": cols}
-
-
-def _check_latent_meta(latent, grid):
-    meta = latent.get("etc_grid")
-    if meta and (meta["rows"], meta["cols"]) != (grid["rows"], grid["cols"]):
-        raise ValueError(f"the latent was made as a {meta['rows']}x{meta['cols']} grid of {meta['frames']} frames; "
-                         f"set frames={meta['frames']} and layout={meta['rows']}x{meta['cols']}")
 
 
 def patch_mixed_embedding(model, frames, layout, theta, strength):
@@ -125,7 +120,7 @@ class ETCGridUnpackLatent:
 
     def unpack(self, latent, frames, layout):
         grid = _grid_meta(frames, layout)
-        _check_latent_meta(latent, grid)
+        check_grid_latent(latent, grid["rows"], grid["cols"])
         videos = unpack(latent["samples"], grid["rows"], grid["cols"])
         return ({"samples": videos.reshape(-1, *videos.shape[2:])},)
 
@@ -169,14 +164,19 @@ class ETCMixedEmbedding:
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "frames": FRAMES, "layout": LAYOUT,
                              "theta": ("FLOAT", {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0}),
-                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})}}
+                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})},
+                "optional": {"latent": ("LATENT", {"tooltip": "the grid latent to be sampled: checked against "
+                                                   "frames and layout"})}}
 
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
     CATEGORY = CATEGORY
     DESCRIPTION = "Adds ETC's spatial-temporal mixed embedding to the UNet input on every call."
 
-    def patch(self, model, frames, layout, theta, strength):
+    def patch(self, model, frames, layout, theta, strength, latent=None):
+        check_image_unet(model.model.diffusion_model, "ETCMixedEmbedding")
+        if latent is not None:
+            check_grid_latent(latent, *parse_layout(frames, layout))
         return (patch_mixed_embedding(model, frames, layout, theta, strength),)
 
 
@@ -227,6 +227,7 @@ class ETCSampler:
     def sample(self, model, positive, negative, vae, frames, layout, frame_width, frame_height, batch_size, seed,
                steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights):
         import nodes as comfy_nodes
+        check_image_unet(model.model.diffusion_model, "ETCSampler")
         (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size)
         model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
         if fps_weights != NONE:

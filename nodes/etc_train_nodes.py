@@ -1,22 +1,31 @@
-"""ComfyUI node that launches ETC fine-tuning (category video/ETC): a thin adapter over etc_core.launcher."""
-import os
+"""ComfyUI node that launches ETC fine-tuning (category video/ETC): a thin adapter over etc_core.launcher.
+
+Paths follow nodes/paths.py: the base model by name, data under input/ or models/, the run under output/.
+"""
 import time
 
 import torch
 
-from ..etc_core.launcher import PACK_ROOT, TrainingProcess, loss_curve_image
+from ..etc_core.launcher import TrainingProcess, loss_curve_image
+from .paths import accelerate_config_path, allowed_roots, input_path, output_path, pretrained_path, \
+    pretrained_choices
 
 CATEGORY = "video/ETC"
-PATH = ("STRING", {"default": ""})
+DATA = "a JSONL manifest or a folder of {0}s with same-name .txt captions, under ComfyUI's input/ or models/"
 
 
 class ETCTrainer:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "pretrained": ("STRING", {"default": "", "tooltip": "local diffusers SD 2.1 folder"}),
-            "output_dir": ("STRING", {"default": "", "tooltip": "checkpoints, config and final export go here"}),
-            "video_manifest": PATH, "image_manifest": PATH, "label_folder": PATH,
+            "pretrained": (pretrained_choices(), {"tooltip": "SD 2.x checkpoint (models/checkpoints, one .safetensors "
+                                                  "file) or diffusers folder (models/diffusers)"}),
+            "output_dir": ("STRING", {"default": "etc_runs/run1", "tooltip": "run folder under ComfyUI's output/: "
+                                      "checkpoints, config and final export"}),
+            "video_manifest": ("STRING", {"default": "", "tooltip": DATA.format("video")}),
+            "image_manifest": ("STRING", {"default": "", "tooltip": DATA.format("image")}),
+            "label_folder": ("STRING", {"default": "", "tooltip": "folder of <label>/ image folders under input/ "
+                                        "or models/"}),
             "frames": ("INT", {"default": 16, "min": 1, "max": 1024}),
             "layout": ("STRING", {"default": "auto"}),
             "resolution": ("INT", {"default": 256, "min": 8, "max": 2048, "step": 8}),
@@ -32,8 +41,15 @@ class ETCTrainer:
             "num_processes": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "GPUs on this machine"}),
         }, "optional": {
             "accelerate_config": ("STRING", {"default": "", "tooltip": "accelerate config YAML for DeepSpeed or "
-                                             "multi-node (e.g. etc_core/configs/accelerate_deepspeed_zero2.yaml); "
-                                             "it overrides num_processes"}),
+                                             "multi-node, under input/ or models/, or one shipped in the pack's "
+                                             "etc_core/configs (accelerate_deepspeed_zero2.yaml); it overrides "
+                                             "num_processes"}),
+            "skip_unreadable": ("BOOLEAN", {"default": True, "tooltip": "leave out videos and images that cannot be "
+                                            "read (named in the log); off: refuse the run"}),
+            "lora_rank": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "0: full fine-tune; > 0: train "
+                                  "LoRA adapters of this rank (exported for LoraLoaderModelOnly) and the FPS module"}),
+            "lora_alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 4096.0, "step": 1.0,
+                                     "tooltip": "LoRA scale alpha / rank; 0: alpha = rank"}),
         }}
 
     RETURN_TYPES = ("STRING", "IMAGE")
@@ -46,14 +62,13 @@ class ETCTrainer:
     def train(self, resume, num_processes, accelerate_config="", **config):
         import comfy.model_management
         import comfy.utils
-        for key in ("pretrained", "output_dir"):
-            if not config[key]:
-                raise ValueError(f"{key} is empty; give an absolute path")
-        config = {k: (v or None) if isinstance(v, str) and k.endswith(("manifest", "folder")) else v
-                  for k, v in config.items()}
-        if accelerate_config and not os.path.isabs(accelerate_config):
-            accelerate_config = os.path.join(PACK_ROOT, accelerate_config)
-        run = TrainingProcess(config, resume=resume, num_processes=num_processes, accelerate_config=accelerate_config)
+        config["pretrained"] = pretrained_path(config["pretrained"])
+        config["output_dir"] = output_path(config["output_dir"], "output_dir")
+        for key in ("video_manifest", "image_manifest", "label_folder"):
+            config[key] = input_path(config[key], key) if config[key] else None
+        accelerate_config = accelerate_config_path(accelerate_config) if accelerate_config else None
+        run = TrainingProcess(config, resume=resume, num_processes=num_processes, accelerate_config=accelerate_config,
+                              roots=allowed_roots())
         bar = comfy.utils.ProgressBar(config["max_steps"])
         while run.running():
             if comfy.model_management.processing_interrupted():

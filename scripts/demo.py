@@ -30,13 +30,14 @@ DEMO_OVERRIDES = {
 }
 
 
-def tiny_training_inputs(folder: str) -> list:
-    """Overrides that point the training workflow at a tiny SD folder and synthetic data made here."""
+def tiny_training_inputs(base: str, run: str) -> list:
+    """Overrides that point the training workflow at a tiny SD in the instance's models/diffusers and
+    synthetic data in its input/ (the node reads only ComfyUI's folders), training into output/<run>."""
     from tiny_diffusers import write_synthetic_data, write_tiny_sd
-    data = write_synthetic_data(os.path.join(folder, "data"))
-    pretrained = write_tiny_sd(os.path.join(folder, "sd"))
-    return [f"1.pretrained={pretrained}", f"1.output_dir={os.path.join(folder, 'run')}"] + \
-        [f"1.{key}={value}" for key, value in data.items()]
+    data = write_synthetic_data(os.path.join(base, "input", "etc_tiny_data"))
+    write_tiny_sd(os.path.join(base, "models", "diffusers", "etc-tiny-sd"))
+    return ["1.pretrained=diffusers/etc-tiny-sd", f"1.output_dir={run}"] + \
+        [f"1.{key}={os.path.relpath(value, os.path.join(base, 'input'))}" for key, value in data.items()]
 
 
 def swap_loaders(prompt: dict) -> dict:
@@ -76,7 +77,7 @@ def main() -> int:
             name = os.path.basename(path)
             overrides = list(DEMO_OVERRIDES.get(name, []))
             if name == "etc_training_launch.json":
-                overrides += tiny_training_inputs(os.path.join(out, "training"))
+                overrides += tiny_training_inputs(server.base, "etc_runs/demo")
             with open(path) as f:
                 prompt = apply_overrides(swap_loaders(json.load(f)), overrides)
             start = time.perf_counter()

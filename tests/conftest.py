@@ -16,3 +16,19 @@ def comfy_server(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def setup(tmp_path_factory):
+    """(tiny diffusers SD folder, {video_manifest, image_manifest, label_folder}) for the trainer tests."""
+    from tiny_diffusers import write_synthetic_data, write_tiny_sd
+    root = tmp_path_factory.mktemp("train")
+    return str(write_tiny_sd(str(root / "sd"))), write_synthetic_data(str(root / "data"))
+
+
+@pytest.fixture(scope="session")
+def sd2_checkpoint(tmp_path_factory):
+    """(one SD 2.x .safetensors file as ComfyUI keeps it, the tiny diffusers folder it was made from)."""
+    from tiny_diffusers import write_tiny_sd2_checkpoint
+    root = tmp_path_factory.mktemp("sd2_file")
+    return write_tiny_sd2_checkpoint(str(root / "tiny_sd2.safetensors"), str(root / "source")), str(root / "source")

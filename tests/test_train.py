@@ -1,5 +1,6 @@
 """ETC trainer on a tiny Stable-Diffusion-layout model and synthetic triple data (CPU)."""
 import json
+import os
 import time
 
 import numpy as np
@@ -9,13 +10,6 @@ import torch
 from etc_core.data import TripleData, video_frame_indices
 from etc_core.train import ETCTrainer, TrainConfig, main as train_main
 from etc_core import load_fps_module
-from tiny_diffusers import write_synthetic_data, write_tiny_sd
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    return str(write_tiny_sd(str(root / "sd"))), write_synthetic_data(str(root / "data"))
 
 
 def _config(setup, out, **overrides):
@@ -105,34 +99,46 @@ def test_cli_trains_and_exports(setup, tmp_path, capsys):
     assert unet.conv_in.weight.shape[0] == 32
 
 
-def _trainer_node(setup, out, **overrides):
+@pytest.fixture(scope="module")
+def served_setup(comfy_server, setup):
+    """The tiny SD in the server's models/diffusers and the data in its input/, as a user keeps them."""
+    import shutil
     pretrained, data = setup
-    inputs = dict(pretrained=pretrained, output_dir=str(out), frames=4, layout="2x2", resolution=32, lr=1e-3,
+    shutil.copytree(pretrained, f"{comfy_server.base}/models/diffusers/train-sd", dirs_exist_ok=True)
+    shutil.copytree(os.path.dirname(data["video_manifest"]), f"{comfy_server.base}/input/train_data",
+                    dirs_exist_ok=True)
+    return {key: "train_data/" + os.path.basename(value) for key, value in data.items()}
+
+
+def _trainer_node(data, out, **overrides):
+    inputs = dict(pretrained="diffusers/train-sd", output_dir=out, frames=4, layout="2x2", resolution=32, lr=1e-3,
                   batch_size=1, gradient_accumulation_steps=1, max_steps=3, checkpoint_every=2, mixed_precision="no",
                   gradient_checkpointing=False, seed=3, resume=False, num_processes=1, **data)
     inputs.update(overrides)
     return {"train": {"class_type": "ETCTrainer", "inputs": inputs},
-            "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": f"curve_{out.name}",
+            "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": f"curve_{os.path.basename(out)}",
                                                                         "image": ["train", 1]}}}
 
 
-def test_trainer_node_runs_accelerate_and_returns_export_and_loss_curve(comfy_server, setup, tmp_path):
+def test_trainer_node_runs_accelerate_and_returns_export_and_loss_curve(comfy_server, served_setup):
     from safetensors.torch import load_file
-    outputs = comfy_server.run(_trainer_node(setup, tmp_path / "node_run"), timeout=900)
-    assert outputs["train"]["text"][0].startswith("3 steps -> ")
-    assert outputs["train"]["text"][0].endswith("node_run/final")
+    outputs = comfy_server.run(_trainer_node(served_setup, "etc_runs/node_run"), timeout=900)
+    run = comfy_server.output_path("etc_runs", "node_run")
+    assert outputs["train"]["text"] == [f"3 steps -> {run}/final"]
     curve = load_file(comfy_server.output_path("curve_node_run.safetensors"))["image"]
     assert curve.shape == (1, 320, 640, 3) and curve.min() < 0.5  # a line was drawn
-    load_fps_module(str(tmp_path / "node_run" / "final" / "etc_fps.safetensors"))
+    load_fps_module(f"{run}/final/etc_fps.safetensors")
     with pytest.raises(Exception, match="holds a different run"):
-        comfy_server.run(_trainer_node(setup, tmp_path / "node_run", lr=5e-4, max_steps=4))
+        comfy_server.run(_trainer_node(served_setup, "etc_runs/node_run", lr=5e-4, max_steps=4))
 
 
-def test_cancelling_the_prompt_stops_training_with_a_resumable_checkpoint(comfy_server, setup, tmp_path):
+def test_cancelling_the_prompt_stops_training_with_a_resumable_checkpoint(comfy_server, served_setup):
     import time
     import urllib.request
-    out = tmp_path / "cancel_run"
-    prompt_id = comfy_server.queue(_trainer_node(setup, out, max_steps=100000, checkpoint_every=100000))
+    from pathlib import Path
+    out = Path(comfy_server.output_path("etc_runs", "cancel_run"))
+    prompt_id = comfy_server.queue(_trainer_node(served_setup, "etc_runs/cancel_run", max_steps=100000,
+                                                 checkpoint_every=100000))
     deadline = time.time() + 300
     while not list(out.glob("launch_config.json")) and time.time() < deadline:
         time.sleep(0.5)

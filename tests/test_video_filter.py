@@ -1,5 +1,7 @@
 """CLIP-score video filter (eq. 5) with a small CLIP built from a config, on videos the test writes."""
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 from etc_core import video_filter
 from etc_core.filter import main as filter_main
 from etc_core.video_io import write_video
+from node_checks import refusal, tree_digest
 from tiny_diffusers import clip_tokenizer
 
 
@@ -75,8 +78,8 @@ def test_filter_keeps_top_fraction_skips_broken_and_resumes(clip_dir, dataset, m
     output = str(folder / "kept.jsonl")
     assert filter_main(["--input", str(manifest), "--output", output, "--alpha", "0.5", "--clip", clip_dir,
                         "--frames", "3"]) == 0
-    scores = video_filter.read_jsonl(output + ".scores.jsonl")
-    assert len(scores) == 6
+    marker, *scores = video_filter.read_jsonl(output + ".scores.jsonl")
+    assert marker == video_filter.SCORES_MARKER and len(scores) == 6
     broken = [s for s in scores if s["video"].endswith("broken.mp4")]
     assert len(broken) == 1 and "cannot" in broken[0]["error"]
     readable = sorted((s for s in scores if "clip_score" in s), key=lambda s: s["clip_score"], reverse=True)
@@ -98,10 +101,53 @@ def test_filter_rejects_bad_alpha(clip_dir, dataset):
                      "--clip", clip_dir])
 
 
-def test_video_filter_node_in_comfyui(comfy_server, clip_dir, dataset):
+def test_filter_never_overwrites_a_file_it_did_not_write(clip_dir, dataset, capsys):
     folder, manifest = dataset
-    output = str(folder / "node_kept.jsonl")
-    outputs = comfy_server.run({"f": {"class_type": "ETCVideoFilter", "inputs": {
-        "manifest": str(manifest), "output": output, "alpha": 0.4, "clip_path": clip_dir, "frames": 2}}})
+    (folder / "notes.jsonl").write_text("user data\n")
+    assert filter_main(["--input", str(manifest), "--output", str(folder / "notes.jsonl"), "--alpha", "0.5",
+                        "--clip", clip_dir]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: output {folder}/notes.jsonl exists and was not written by "
+                                               "this filter; pick another output name")
+    assert (folder / "notes.jsonl").read_text() == "user data\n"
+    assert not (folder / "notes.jsonl.scores.jsonl").exists()
+
+
+@pytest.fixture
+def served(comfy_server, clip_dir, dataset):
+    """The CLIP in models/clip_vision (picked by name), the clips and manifest in input/."""
+    folder, _ = dataset
+    shutil.copytree(clip_dir, os.path.join(comfy_server.base, "models", "clip_vision", "tiny-clip"),
+                    dirs_exist_ok=True)
+    shutil.copytree(folder, os.path.join(comfy_server.base, "input", "filter_clips"), dirs_exist_ok=True)
+    return comfy_server, folder
+
+
+def _filter(manifest="filter_clips/pairs.jsonl", output="etc_data/kept.jsonl"):
+    return {"f": {"class_type": "ETCVideoFilter", "inputs": {"manifest": manifest, "output": output, "alpha": 0.4,
+                                                              "clip": "tiny-clip", "frames": 2}}}
+
+
+def test_video_filter_node_in_comfyui(served):
+    server, _ = served
+    outputs = server.run(_filter())
     assert outputs["f"]["text"] == ["kept 2 of 6"]
-    assert len(video_filter.read_jsonl(output)) == 2
+    assert len(video_filter.read_jsonl(server.output_path("etc_data", "kept.jsonl"))) == 2
+
+
+def test_video_filter_node_refuses_to_write_outside_output_or_over_foreign_files(served, tmp_path):
+    server, folder = served
+    victim = tmp_path / "victim.txt"
+    victim.write_text("user data\n")
+    foreign = server.output_path("someone_elses.jsonl")
+    with open(foreign, "w") as f:
+        f.write("user data\n")
+    watched = [str(tmp_path), server.output_path(), os.path.join(server.base, "input")]
+    before = tree_digest(*watched)
+    for output, expected in ((str(victim), "output must be a path relative to ComfyUI's output/ folder"),
+                             ("../victim.txt", "output may not contain '..'"),
+                             ("someone_elses.jsonl", f"output {foreign} exists and was not written by this filter")):
+        message, history = refusal(server, _filter(output=output))
+        assert message.startswith(expected) and "user data" not in history
+    message, _ = refusal(server, _filter(manifest=str(folder / "pairs.jsonl")))
+    assert message.startswith("manifest must be a path relative to ComfyUI's input/ or models/ folder")
+    assert tree_digest(*watched) == before

@@ -26,7 +26,7 @@ def test_api_workflow_runs_and_writes_its_output(comfy_server, path, tmp_path):
     name = os.path.basename(path)
     overrides = list(DEMO_OVERRIDES.get(name, []))
     if name == "etc_training_launch.json":
-        overrides += tiny_training_inputs(str(tmp_path))
+        overrides += tiny_training_inputs(comfy_server.base, f"etc_runs/{tmp_path.name}")
     with open(path) as f:
         prompt = apply_overrides(swap_loaders(json.load(f)), overrides)
     outputs = comfy_server.run(prompt, timeout=900)
@@ -35,7 +35,7 @@ def test_api_workflow_runs_and_writes_its_output(comfy_server, path, tmp_path):
     written = comfy_server.output_path(files[0]["subfolder"], files[0]["filename"])
     assert os.path.getsize(written) > 1000
     if name == "etc_training_launch.json":
-        assert os.path.exists(os.path.join(tmp_path, "run", "final", "etc_fps.safetensors"))
+        assert os.path.exists(comfy_server.output_path("etc_runs", tmp_path.name, "final", "etc_fps.safetensors"))
 
 
 @pytest.mark.parametrize("path", API, ids=os.path.basename)

@@ -75,3 +75,79 @@ def write_synthetic_data(folder: str, frames: int = 4):
         f.writelines(images)
     return {"video_manifest": os.path.join(folder, "videos.jsonl"),
             "image_manifest": os.path.join(folder, "images.jsonl"), "label_folder": os.path.join(folder, "labels")}
+
+
+def _vae_to_ldm(state_dict: dict, levels: int) -> dict:
+    """diffusers AutoencoderKL keys -> the LDM ``first_stage_model`` layout of an SD checkpoint (test-only)."""
+    import re
+    out = {}
+    for key, value in state_dict.items():
+        new = re.sub(r"(en|de)coder\.mid_block\.resnets\.(\d)", lambda m: f"{m[1]}coder.mid.block_{int(m[2]) + 1}", key)
+        new = re.sub(r"decoder\.up_blocks\.(\d+)", lambda m: f"decoder.up.{levels - 1 - int(m[1])}", new)
+        for hf, ldm in (("down_blocks.", "down."), ("resnets.", "block."), ("downsamplers.0.", "downsample."),
+                        ("upsamplers.0.", "upsample."), ("conv_shortcut", "nin_shortcut"),
+                        ("conv_norm_out", "norm_out"),
+                        ("mid_block.attentions.0.", "mid.attn_1."), ("attn_1.group_norm", "attn_1.norm"),
+                        ("attn_1.to_q", "attn_1.q"), ("attn_1.to_k", "attn_1.k"), ("attn_1.to_v", "attn_1.v"),
+                        ("attn_1.to_out.0", "attn_1.proj_out")):
+            new = new.replace(hf, ldm)
+        if ".attn_1." in new and new.endswith("weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # LDM's attention projections are 1x1 convolutions
+        out["first_stage_model." + new] = value
+    return out
+
+
+def _text_to_open_clip(text_encoder) -> dict:
+    """CLIPTextModel -> SD 2.x's ``cond_stage_model.model`` (OpenCLIP) layout, plus the last layer that SD 2.x
+    skips (random), as a real file holds it (test-only)."""
+    prefix, sd = "cond_stage_model.model.", {}
+    config = text_encoder.config
+    text_model = getattr(text_encoder, "text_model", text_encoder)  # transformers 5 dropped the wrapper
+    layers = text_model.encoder.layers
+    generator = torch.Generator().manual_seed(5)
+    for i in range(len(layers) + 1):
+        block = f"{prefix}transformer.resblocks.{i}."
+        if i < len(layers):
+            layer = layers[i]
+            attn = layer.self_attn
+            weights = {"attn.in_proj_weight": torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]),
+                       "attn.in_proj_bias": torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias]),
+                       "attn.out_proj.weight": attn.out_proj.weight, "attn.out_proj.bias": attn.out_proj.bias,
+                       "ln_1.weight": layer.layer_norm1.weight, "ln_1.bias": layer.layer_norm1.bias,
+                       "ln_2.weight": layer.layer_norm2.weight, "ln_2.bias": layer.layer_norm2.bias,
+                       "mlp.c_fc.weight": layer.mlp.fc1.weight, "mlp.c_fc.bias": layer.mlp.fc1.bias,
+                       "mlp.c_proj.weight": layer.mlp.fc2.weight, "mlp.c_proj.bias": layer.mlp.fc2.bias}
+        else:
+            weights = {k: torch.randn(v.shape, generator=generator) * 0.02 for k, v in previous.items()}
+        previous = weights
+        sd.update({block + k: v for k, v in weights.items()})
+    embeddings = text_model.embeddings
+    sd.update({prefix + "token_embedding.weight": embeddings.token_embedding.weight,
+               prefix + "positional_embedding": embeddings.position_embedding.weight,
+               prefix + "ln_final.weight": text_model.final_layer_norm.weight,
+               prefix + "ln_final.bias": text_model.final_layer_norm.bias,
+               prefix + "text_projection": torch.randn(config.hidden_size, config.hidden_size, generator=generator)})
+    return sd
+
+
+def write_tiny_sd2_checkpoint(path: str, folder: str, v_prediction: bool = False) -> str:
+    """One SD 2.x ``.safetensors`` file (LDM keys, fp16, as ComfyUI's models/checkpoints holds them) made from
+    the tiny diffusers SD with SD 2.x's layout written to ``folder``. ``v_prediction`` spreads the norm bias
+    ComfyUI (and etc_core.pretrained) read the prediction type from."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import save_file
+    from transformers import CLIPTextModel
+
+    from etc_core.export import unet_to_ldm
+    write_tiny_sd(folder, sd_layout=True)
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"))
+    vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"))
+    text_encoder = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"))
+    sd = {"model.diffusion_model." + k: v for k, v in unet_to_ldm(unet.state_dict()).items()}
+    sd.update(_vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels)))
+    sd.update(_text_to_open_clip(text_encoder))
+    if v_prediction:
+        probe = "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.norm1.bias"
+        sd[probe] = torch.randn(sd[probe].shape, generator=torch.Generator().manual_seed(1)) * 0.2
+    save_file({k: v.detach().half().contiguous() for k, v in sd.items()}, path)
+    return path

@@ -1,0 +1,69 @@
+"""Path rules for strings that come from a graph (node inputs), not from the user's own command line.
+
+A ComfyUI server runs graphs from anyone who can reach its port, so a node input that names a file is
+resolved against a fixed list of folders (ComfyUI's input/, models/, output/) and refused when it is
+absolute, climbs with ``..``, or leads out of its folder through a symlink. Nothing here touches a file.
+
+``ETC_VCUT_EXTRA_ROOTS`` (off by default; folders separated by ``os.pathsep``) adds folders that node
+inputs may also name, by absolute path: for a server that only the machine's own user can reach.
+"""
+import os
+
+EXTRA_ROOTS_ENV = "ETC_VCUT_EXTRA_ROOTS"
+
+
+class PathRuleError(ValueError):
+    pass
+
+
+def extra_roots() -> list:
+    """The folders of ``ETC_VCUT_EXTRA_ROOTS`` (absolute ones only; empty when the variable is unset)."""
+    return [p for p in os.environ.get(EXTRA_ROOTS_ENV, "").split(os.pathsep) if os.path.isabs(p)]
+
+
+def is_inside(path: str, root: str) -> bool:
+    """``path`` is ``root`` or below it once every symlink on the way is followed."""
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _candidates(value: str, name: str, roots: dict) -> list:
+    """``[(label, root, joined path)]`` for a graph string; refuses absolute paths and ``..``."""
+    where = " or ".join(f"{label}/" for label in roots)
+    if not isinstance(value, str) or not value.strip():
+        raise PathRuleError(f"{name} is empty; give a path inside ComfyUI's {where} folder")
+    if os.path.isabs(value) or (os.name == "nt" and os.path.splitdrive(value)[0]):
+        for root in extra_roots():
+            if is_inside(value, root):
+                return [("extra root", root, value)]
+        raise PathRuleError(f"{name} must be a path relative to ComfyUI's {where} folder, not an absolute path "
+                            f"(more folders can be allowed with {EXTRA_ROOTS_ENV}; see the README)")
+    if ".." in value.replace("\\", "/").split("/"):
+        raise PathRuleError(f"{name} may not contain '..'; give a path inside ComfyUI's {where} folder")
+    return [(label, root, os.path.join(root, value)) for label, roots_of_label in roots.items()
+            for root in roots_of_label]
+
+
+def resolve_existing(value: str, name: str, roots: dict) -> str:
+    """The absolute path of an existing file or folder that ``value`` names inside one of ``roots``.
+
+    ``roots`` maps a label shown in errors ("input", "models") to its folders, tried in order.
+    """
+    where = " or ".join(f"{label}/" for label in roots)
+    for _, root, path in _candidates(value, name, roots):
+        if os.path.lexists(path):
+            if not is_inside(path, root):
+                raise PathRuleError(f"{name} leads out of ComfyUI's {where} folder through a symlink; "
+                                    "give a path inside it")
+            return os.path.abspath(path)
+    raise PathRuleError(f"{name} {value!r} is not in ComfyUI's {where} folder; put it there and give its "
+                        "path relative to that folder")
+
+
+def resolve_new(value: str, name: str, roots: dict) -> str:
+    """The absolute path ``value`` names inside the first of ``roots`` (it need not exist yet)."""
+    where = " or ".join(f"{label}/" for label in roots)
+    label, root, path = _candidates(value, name, roots)[0]
+    if not is_inside(path, root):
+        raise PathRuleError(f"{name} leads out of ComfyUI's {where} folder through a symlink; give a path inside it")
+    return os.path.abspath(path)

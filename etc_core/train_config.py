@@ -1,0 +1,190 @@
+"""The training config, checked field by field, and the rules for the run folder (``output_dir``).
+
+Everything here only reads: a config or a folder that is refused leaves every file as it was.
+"""
+import dataclasses
+import glob
+import json
+import os
+
+from .grid import parse_layout
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+RUN_FILES = ("run.json", "launch_config.json")  # what a launch writes before anything is trained
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# field: (test, what the value must be)
+_RULES = {
+    "pretrained": (lambda v: isinstance(v, str) and v != "", "a non-empty path"),
+    "output_dir": (lambda v: isinstance(v, str) and v != "", "a non-empty path"),
+    "video_manifest": (lambda v: v is None or isinstance(v, str), "a path or null"),
+    "image_manifest": (lambda v: v is None or isinstance(v, str), "a path or null"),
+    "label_folder": (lambda v: v is None or isinstance(v, str), "a path or null"),
+    "ratios": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(_number(r) and r >= 0 for r in v),
+               "three numbers >= 0 (video, image, label)"),
+    "frames": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "layout": (lambda v: isinstance(v, str), "'auto' or 'RxC'"),
+    "resolution": (lambda v: _integer(v) and v >= 8 and v % 8 == 0, "an integer >= 8, a multiple of 8"),
+    "theta": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+              "two numbers in [0, 1)"),
+    "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
+    "batch_size": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "gradient_accumulation_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "max_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "checkpoint_every": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "mixed_precision": (lambda v: v in MIXED_PRECISION, f"one of {list(MIXED_PRECISION)}"),
+    "gradient_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
+    "cache_latents": (lambda v: isinstance(v, bool), "true or false"),
+    "ema_decay": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1) (0: off)"),
+    "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "skip_unreadable": (lambda v: isinstance(v, bool), "true or false"),
+    "lora_rank": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: full fine-tune)"),
+    "lora_alpha": (lambda v: _number(v) and v >= 0, "a number >= 0 (0: the rank)"),
+}
+
+
+def _shown(value) -> str:
+    """A wrong value as errors show it: numbers and booleans, never text (it may come from any file)."""
+    return repr(value) if isinstance(value, (bool, int, float)) or value is None else f"a {type(value).__name__}"
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    pretrained: str                      # SD 2.x single .safetensors file, or a diffusers folder
+    output_dir: str
+    video_manifest: str = None           # JSONL of {"video", "caption"}, or a folder of videos + same-name .txt
+    image_manifest: str = None           # JSONL of {"image", "caption"}, or a folder of images + same-name .txt
+    label_folder: str = None             # <label>/<images>
+    ratios: tuple = (1.0, 1.0, 1.0)      # video, image, label
+    frames: int = 16
+    layout: str = "auto"
+    resolution: int = 256
+    theta: float = 10000.0
+    lr: float = 1e-4
+    betas: tuple = (0.9, 0.9)
+    weight_decay: float = 0.03
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 15000
+    checkpoint_every: int = 500
+    mixed_precision: str = "no"          # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    cache_latents: bool = False          # keep each frame's VAE posterior on disk (output_dir/latent_cache)
+    ema_decay: float = 0.0               # 0: off; else the exported weights are the EMA
+    seed: int = 0
+    skip_unreadable: bool = True         # False: refuse the run when a listed video or image cannot be read
+    lora_rank: int = 0                   # > 0: train LoRA adapters of this rank (and the FPS module), not the UNet
+    lora_alpha: float = 0.0              # LoRA scale alpha / rank; 0: alpha = rank
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            test, expected = _RULES[field.name]
+            value = getattr(self, field.name)
+            if not test(value):
+                raise ConfigError(f"config field {field.name!r} must be {expected}; got {_shown(value)}")
+        self.ratios, self.betas = tuple(self.ratios), tuple(self.betas)
+        if not any(getattr(self, k) for k in ("video_manifest", "image_manifest", "label_folder")):
+            raise ConfigError("no training data: set video_manifest, image_manifest or label_folder")
+        try:
+            parse_layout(self.frames, self.layout)
+        except ValueError as e:
+            raise ConfigError(f"config field 'layout': {e}") from None
+
+    @classmethod
+    def from_dict(cls, values, source: str = "config") -> "TrainConfig":
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} must hold a JSON object of TrainConfig fields")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ConfigError(f"{source}: unknown fields {unknown[:5]}")
+        missing = [name for name in ("pretrained", "output_dir") if name not in values]
+        if missing:
+            raise ConfigError(f"{source}: missing fields {missing}")
+        return cls(**values)
+
+    @classmethod
+    def from_file(cls, path: str) -> "TrainConfig":
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except OSError as e:
+            raise ConfigError(f"cannot read the config {path}: {e.strerror}") from None
+        except ValueError as e:  # the position, never the text
+            raise ConfigError(f"{path} is not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        return cls.from_dict(values, path)
+
+    def run_identity(self) -> dict:
+        """What makes two runs the same run (the step budget and checkpoint cadence may change on resume)."""
+        values = dataclasses.asdict(self)
+        for key in ("max_steps", "checkpoint_every", "output_dir", "skip_unreadable"):
+            values.pop(key)
+        return json.loads(json.dumps(values))
+
+
+def checkpoints(output_dir: str) -> list:
+    found = glob.glob(os.path.join(output_dir, "checkpoint-*"))
+    return sorted((p for p in found if not p.endswith(".partial")), key=lambda p: int(p.rsplit("-", 1)[1]))
+
+
+def _run_json(output_dir: str):
+    try:
+        with open(os.path.join(output_dir, "run.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def check_output_dir(config: TrainConfig, resume: bool):
+    """Refuse an ``output_dir`` this run may not write into; reads only.
+
+    Accepted: a missing or empty folder, a folder of the same run (its ``run.json``), and a folder where a
+    launch wrote its run files but nothing was trained. A folder of anything else is never touched.
+    """
+    folder = config.output_dir
+    if not os.path.lexists(folder):
+        return
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        raise ConfigError(f"output_dir {folder} exists and is not a folder; pick a new output_dir")
+    entries = set(os.listdir(folder))
+    if not entries:
+        return
+    existing = _run_json(folder)
+    if existing is None:
+        raise ConfigError(f"output_dir {folder} is not empty and holds no run of this trainer (no run.json); "
+                          "pick a new or empty output_dir")
+    if existing != config.run_identity():
+        if entries <= set(RUN_FILES):  # a launch that was refused before training: nothing to lose
+            return
+        raise ConfigError(f"output_dir {folder} holds a different run (run.json differs); pick a new output_dir, "
+                          "or use the same config to resume")
+    if not resume and checkpoints(folder):
+        raise ConfigError(f"output_dir {folder} already has checkpoints; pass --resume to continue that run, "
+                          "or pick a new output_dir")
+
+
+def write_json_atomic(path: str, values):
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(values, f, indent=1)
+    os.replace(partial, path)
+
+
+def claim_output_dir(config: TrainConfig):
+    """Create ``output_dir`` and write its ``run.json`` (after :func:`check_output_dir` passed)."""
+    os.makedirs(config.output_dir, exist_ok=True)
+    write_json_atomic(os.path.join(config.output_dir, "run.json"), config.run_identity())

@@ -1,0 +1,27 @@
+"""Which UNets ETC can drive: SD 2.x-like image UNets (SD 1.x/2.x layout, the LDM ``UNetModel`` that ComfyUI
+loads), with ``input_blocks[0][0]`` as the first convolution and ``time_embed`` as the timestep MLP.
+Video UNets (SVD's temporal layers) and class-conditioned ones (SDXL, unCLIP, SVD) are refused."""
+import torch
+
+FIX = "ETC needs an SD 2.x checkpoint (e.g. v2-1_512-ema-pruned.safetensors) loaded with Load Checkpoint"
+
+
+def unsupported_reason(unet: torch.nn.Module):
+    """None for an SD 2.x-like image UNet, else what is different."""
+    blocks = getattr(unet, "input_blocks", None)
+    time_embed = getattr(unet, "time_embed", None)
+    if not blocks or not isinstance(time_embed, torch.nn.Sequential) or len(time_embed) < 3:
+        return "it is not a UNet of the Stable Diffusion family"
+    if not isinstance(getattr(blocks[0][0], "conv", blocks[0][0]), torch.nn.Conv2d):
+        return "its first block is not a convolution"
+    if any("time_stack" in name or "time_mixer" in name for name, _ in unet.named_modules()):
+        return "it is a video UNet with temporal layers (like SVD)"
+    if getattr(unet, "num_classes", None) is not None:
+        return "it is class-conditioned (like SDXL, SD 2.x unCLIP or SVD)"
+    return None
+
+
+def check_image_unet(unet: torch.nn.Module, node: str):
+    reason = unsupported_reason(unet)
+    if reason:
+        raise ValueError(f"{node}: the MODEL is not an SD 2.x-like image UNet: {reason}. {FIX}")
