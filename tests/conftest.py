@@ -8,6 +8,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from comfy_host import ComfyServer  # noqa: E402
 
+# A test runs ComfyUI when it uses a server fixture or its module starts a host itself.
+HOST_FIXTURES = {"comfy_server", "fresh_server"}
+HOST_NAMES = ("ComfyServer", "InProcessComfy", "comfyui_path")
+
+
+def _runs_comfyui(item) -> bool:
+    with open(item.module.__file__) as f:
+        source = f.read()
+    return bool(HOST_FIXTURES & set(item.fixturenames)) or any(name in source for name in HOST_NAMES)
+
+
+def pytest_collection_modifyitems(config, items):
+    """ETCVCUT_ONLY_HOST_TESTS=1 (scripts/test.sh's second host): tests that run no ComfyUI give the same
+    result on every host, so they are skipped there after running with the first host."""
+    if os.environ.get("ETCVCUT_ONLY_HOST_TESTS"):
+        skip = pytest.mark.skip(reason="runs no ComfyUI; it ran with the first host")
+        for item in items:
+            if not _runs_comfyui(item):
+                item.add_marker(skip)
+
 
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory):
