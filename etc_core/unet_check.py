@@ -6,13 +6,20 @@ import torch
 FIX = "ETC needs an SD 2.x checkpoint (e.g. v2-1_512-ema-pruned.safetensors) loaded with Load Checkpoint"
 
 
-def unsupported_reason(unet: torch.nn.Module):
-    """None for an SD 2.x-like image UNet, else what is different."""
-    blocks = getattr(unet, "input_blocks", None)
-    time_embed = getattr(unet, "time_embed", None)
-    if not blocks or not isinstance(time_embed, torch.nn.Sequential) or len(time_embed) < 3:
+def unsupported_reason(unet: torch.nn.Module, get_module=None):
+    """None for an SD 2.x-like image UNet, else what is different.
+
+    ``get_module(name)`` returns the module in use at ``name`` without patches (ComfyUI keeps a loaded
+    model's object patches applied to the shared module; default: the model's own).
+    """
+    get_module = get_module or unet.get_submodule
+    try:
+        first, time_embed = get_module("input_blocks.0.0"), get_module("time_embed")
+    except AttributeError:
         return "it is not a UNet of the Stable Diffusion family"
-    if not isinstance(getattr(blocks[0][0], "conv", blocks[0][0]), torch.nn.Conv2d):
+    if not isinstance(time_embed, torch.nn.Sequential) or len(time_embed) < 3:
+        return "it is not a UNet of the Stable Diffusion family"
+    if not isinstance(first, torch.nn.Conv2d):
         return "its first block is not a convolution"
     if any("time_stack" in name or "time_mixer" in name for name, _ in unet.named_modules()):
         return "it is a video UNet with temporal layers (like SVD)"
@@ -21,7 +28,7 @@ def unsupported_reason(unet: torch.nn.Module):
     return None
 
 
-def check_image_unet(unet: torch.nn.Module, node: str):
-    reason = unsupported_reason(unet)
+def check_image_unet(unet: torch.nn.Module, node: str, get_module=None):
+    reason = unsupported_reason(unet, get_module)
     if reason:
         raise ValueError(f"{node}: the MODEL is not an SD 2.x-like image UNet: {reason}. {FIX}")

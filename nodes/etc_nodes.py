@@ -36,6 +36,12 @@ def _grid_meta(frames, layout):
     return {"frames": frames, "rows": rows, "cols": cols}
 
 
+def check_sd_unet(model, node):
+    """Refuses a MODEL ETC cannot drive, judged on its original modules (not patches left applied)."""
+    check_image_unet(model.model.diffusion_model, node,
+                     get_module=lambda name: module_to_patch(model, f"diffusion_model.{name}"))
+
+
 def patch_mixed_embedding(model, frames, layout, theta, strength):
     """Clone of ``model`` whose first convolution sees ``x + strength * ME``."""
     rows, cols = parse_layout(frames, layout)
@@ -174,7 +180,7 @@ class ETCMixedEmbedding:
     DESCRIPTION = "Adds ETC's spatial-temporal mixed embedding to the UNet input on every call."
 
     def patch(self, model, frames, layout, theta, strength, latent=None):
-        check_image_unet(model.model.diffusion_model, "ETCMixedEmbedding")
+        check_sd_unet(model, "ETCMixedEmbedding")
         if latent is not None:
             check_grid_latent(latent, *parse_layout(frames, layout))
         return (patch_mixed_embedding(model, frames, layout, theta, strength),)
@@ -227,7 +233,7 @@ class ETCSampler:
     def sample(self, model, positive, negative, vae, frames, layout, frame_width, frame_height, batch_size, seed,
                steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights):
         import nodes as comfy_nodes
-        check_image_unet(model.model.diffusion_model, "ETCSampler")
+        check_sd_unet(model, "ETCSampler")
         (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size)
         model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
         if fps_weights != NONE:
