@@ -1,3 +1,4 @@
+import functools
 import os
 import sys
 
@@ -13,10 +14,15 @@ HOST_FIXTURES = {"comfy_server", "fresh_server"}
 HOST_NAMES = ("ComfyServer", "InProcessComfy", "comfyui_path")
 
 
-def _runs_comfyui(item) -> bool:
-    with open(item.module.__file__) as f:
+@functools.lru_cache(maxsize=None)
+def _module_starts_a_host(path: str) -> bool:
+    with open(path) as f:
         source = f.read()
-    return bool(HOST_FIXTURES & set(item.fixturenames)) or any(name in source for name in HOST_NAMES)
+    return any(name in source for name in HOST_NAMES)
+
+
+def _runs_comfyui(item) -> bool:
+    return bool(HOST_FIXTURES & set(item.fixturenames)) or _module_starts_a_host(item.module.__file__)
 
 
 def pytest_collection_modifyitems(config, items):
