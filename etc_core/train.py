@@ -27,6 +27,7 @@ from .export import save_comfyui_unet
 from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
 from .grid import pack, parse_layout
 from .mixed_embedding import MixedEmbeddingInput
+from .vae import load_vae
 
 
 @dataclasses.dataclass
@@ -72,11 +73,11 @@ class TrainConfig:
 
 
 def load_models(pretrained: str):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     load = dict(local_files_only=True)
     return (UNet2DConditionModel.from_pretrained(pretrained, subfolder="unet", **load),
-            AutoencoderKL.from_pretrained(pretrained, subfolder="vae", **load),
+            load_vae(os.path.join(pretrained, "vae")),
             CLIPTextModel.from_pretrained(pretrained, subfolder="text_encoder", **load),
             CLIPTokenizer.from_pretrained(pretrained, subfolder="tokenizer", **load),
             DDPMScheduler.from_pretrained(pretrained, subfolder="scheduler", **load))

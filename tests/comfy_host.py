@@ -56,7 +56,8 @@ def comfyui_path() -> str:
 
 def make_instance(base: str, with_fixtures: bool = True, with_pack: bool = True) -> str:
     """Folders for one ComfyUI instance under ``base``; returns the extra-model-paths file."""
-    for sub in ("custom_nodes", "models/checkpoints", "models/etc", "models/clip_vision", "models/unet", "input",
+    for sub in ("custom_nodes", "models/checkpoints", "models/etc", "models/clip_vision", "models/unet", "models/vae",
+                "models/clip", "input",
                 "output", "temp", "user"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
     links = {PACK_DIR_NAME: REPO} if with_pack else {}
@@ -70,7 +71,8 @@ def make_instance(base: str, with_fixtures: bool = True, with_pack: bool = True)
     with open(config, "w") as f:
         f.write(f"etcvcut:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
                 "  checkpoints: models/checkpoints\n  clip_vision: models/clip_vision\n  etc: models/etc\n"
-                "  unet: models/unet\n  diffusion_models: models/unet\n")
+                "  unet: models/unet\n  diffusion_models: models/unet\n  vae: models/vae\n  clip: models/clip\n"
+                "  text_encoders: models/clip\n")
     return config
 
 
