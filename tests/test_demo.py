@@ -1,12 +1,16 @@
 """The demo's ETC path end to end: synthetic set, tiny base model, etc_core.train, export into ComfyUI's
 folders, stock UNet/CLIP/VAE loaders and ETCSampler over the HTTP API. The sampled videos (not the
 training data) are read back with the square tracker."""
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-import demo
-from etc_core import synthetic
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+import demo  # noqa: E402
+from etc_core import synthetic  # noqa: E402
 
 TRAIN_STEPS = 300  # the demo's own budget: the assertions below need it (see README, "First command")
 SEEDS = 10
@@ -21,6 +25,35 @@ def etc_files(comfy_server, tmp_path_factory):
 def _directions(comfy_server, files, caption):
     frames, _ = demo.sample_etc(comfy_server, files, caption, seed=0, batch=SEEDS, prefix="ETC/test")
     return frames, [synthetic.motion_direction(synthetic.square_centres(v)) for v in frames]
+
+
+def test_tracker_reads_each_direction_and_rejects_two_squares():
+    for direction in synthetic.DIRECTIONS:
+        clip = synthetic.square_clip(synthetic.COLORS["red"], direction, 24.0, 8.0, 5, 32, 10)
+        assert synthetic.motion_direction(synthetic.square_centres(clip)) == direction
+    two = synthetic.square_frame(32, 10, 0, 0, synthetic.COLORS["red"])
+    two[20:30, 20:30] = synthetic.COLORS["blue"]
+    assert synthetic.square_centres(two[None]) == [None]
+
+
+def test_constructed_vae_keeps_the_motion_of_the_training_clips(tmp_path):
+    """The decoded frames are coarse (8x8 blocks), but the tracker still reads the clips' directions."""
+    from etc_core import tiny_base
+    from etc_core.data import TripleData
+    data = synthetic.write_square_set(str(tmp_path))
+    assert synthetic.caption(*demo.HELD_OUT) not in data["captions"] and len(data["captions"]) == 15
+    clips = TripleData(demo.FRAMES, demo.SIZE, data["video_manifest"], ratios=(1, 0, 0), seed=0)
+    vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
+    results = []
+    for index in range(40):
+        sample = clips.sample(index)
+        if sample["fps"] != demo.FPS:
+            continue
+        with torch.no_grad():
+            decoded = vae.decode(vae.encode(sample["pixels"]).latents).sample.clamp(-1, 1)
+        frames = ((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        results.append(synthetic.motion_direction(synthetic.square_centres(frames)) == sample["caption"].split()[-1])
+    assert len(results) >= 10 and all(results)
 
 
 def test_tiny_vae_and_text_encoder_files_match_what_the_trainer_used(etc_files, comfy_server):
