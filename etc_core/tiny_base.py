@@ -15,9 +15,9 @@ What ComfyUI 2024 and 0.3.x accept, and so what is built here:
 - VAE: ``VAELoader`` builds the full SD VAE (83M parameters) unless the file is in the TAESD layout (2.4M
   parameters, same 8x downscale and 4 latent channels). The demo's VAE is a TAESD constructed, not trained
   (``pooling_tiny_vae``): 8x8 average pooling in, nearest upsampling out, so frames come back as 8x8-pixel
-  blocks of the mean colour and a 10-pixel square as a blob around its centre. Fitting all 2.4M weights
-  from scratch on this 2-core CPU took about 3 s per batch of 16 and had not beaten the constructed
-  model after 300 steps. The trainer reads it through diffusers' ``AutoencoderTiny``.
+  blocks of the mean colour and a 10-pixel square as a blob around its centre (fitting TAESD from
+  scratch on a 2-core CPU, about 3 s per 16-frame step, was still worse after 300 steps). The trainer
+  reads it through diffusers' ``AutoencoderTiny`` (``etc_core.vae``).
 """
 import os
 
