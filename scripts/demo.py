@@ -52,7 +52,7 @@ def log(message: str):
 
 
 # -- ETC: data, base model, training, export ----------------------------------------------------------------
-def train_etc(folder: str, steps: int, me_strength: float = 1.0, batch: int = 4, lr: float = 1e-3) -> dict:
+def train_etc(folder: str, steps: int, me_strength: float = 1.0, batch: int = 4, lr: float = 2e-4) -> dict:
     """Synthetic set, tiny base model, fine-tune with etc_core.train; returns the files for ComfyUI."""
     import numpy as np
 
@@ -198,6 +198,7 @@ def svd_timings(server, pairs: int = 3) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--me-strength", type=float, default=1.0, help="mixed embedding strength in training and "
                         "sampling (0: the ablation)")
     parser.add_argument("--seeds", type=int, default=10, help="held-out-caption samples scored in summary.json")
@@ -214,8 +215,8 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     summary = {"machine": machine(), "comfyui": comfyui_path()}
-    model = train_etc(os.path.join(out, "etc"), args.train_steps, args.me_strength)
-    summary["etc_train"] = {"steps": args.train_steps, "seconds": round(model["train_seconds"], 1),
+    model = train_etc(os.path.join(out, "etc"), args.train_steps, args.me_strength, lr=args.lr)
+    summary["etc_train"] = {"steps": args.train_steps, "lr": args.lr, "seconds": round(model["train_seconds"], 1),
                             "loss_first_25": float(np.mean(model["losses"][:25])),
                             "loss_last_25": float(np.mean(model["losses"][-25:])), "me_strength": args.me_strength}
     with ComfyServer(os.path.join(out, "comfy")) as server:
