@@ -14,6 +14,8 @@ import tempfile
 
 import torch
 
+from .vae import load_vae
+
 DIFFUSERS_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 UNET, VAE, TEXT = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.model."
 MERGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "clip_bpe_merges.txt.gz")
@@ -187,11 +189,11 @@ def load_models(path: str):
     """(unet, vae, text_encoder, tokenizer, noise_scheduler) of ``path``."""
     if check_pretrained(path) == "single_file":
         return load_single_file(path)
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
     load = dict(local_files_only=True)
     return (UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load),
-            AutoencoderKL.from_pretrained(path, subfolder="vae", **load),
+            load_vae(os.path.join(path, "vae")),
             CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **load),
             CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **load),
             DDPMScheduler.from_pretrained(path, subfolder="scheduler", **load))

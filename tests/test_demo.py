@@ -1,0 +1,79 @@
+"""The demo's ETC path end to end: synthetic set, tiny base model, etc_core.train, export into ComfyUI's
+folders, stock UNet/CLIP/VAE loaders and ETCSampler over the HTTP API. The sampled videos (not the
+training data) are read back with the square tracker."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+import demo  # noqa: E402
+from etc_core import synthetic  # noqa: E402
+
+SEEDS = 10
+
+
+@pytest.fixture(scope="module")
+def etc_files(comfy_server, tmp_path_factory):
+    model = demo.train_etc(str(tmp_path_factory.mktemp("etc")))  # the demo's own budget
+    return demo.install_etc(model, comfy_server.base, name="etc_test")
+
+
+def _directions(comfy_server, files, caption):
+    frames, _ = demo.sample_etc(comfy_server, files, caption, seed=0, batch=SEEDS, prefix="ETC/test")
+    return frames, [synthetic.motion_direction(synthetic.square_centres(v)) for v in frames]
+
+
+def test_tracker_reads_each_direction_and_rejects_two_squares():
+    for direction in synthetic.DIRECTIONS:
+        clip = synthetic.square_clip(synthetic.COLORS["red"], direction, 4.0, 8, 32, 10)
+        assert synthetic.motion_direction(synthetic.square_centres(clip)) == direction
+    two = synthetic.square_frame(32, 10, 0, 0, synthetic.COLORS["red"])
+    two[20:30, 20:30] = synthetic.COLORS["blue"]
+    assert synthetic.square_centres(two[None]) == [None]
+
+
+def test_constructed_vae_keeps_the_motion_of_the_training_clips(tmp_path):
+    """The decoded frames are coarse (8x8 blocks), but the tracker still reads the clips' directions."""
+    from etc_core import tiny_base
+    from etc_core.data import TripleData
+    data = synthetic.write_square_set(str(tmp_path), demo.FRAMES)
+    assert synthetic.caption(*demo.HELD_OUT) not in data["captions"] and len(data["captions"]) == 15
+    clips = TripleData(demo.FRAMES, demo.SIZE, data["video_manifest"], ratios=(1, 0, 0), seed=0)
+    vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
+    results = []
+    for index in range(40):
+        sample = clips.sample(index)
+        if sample["fps"] != demo.FPS:
+            continue
+        with torch.no_grad():
+            decoded = vae.decode(vae.encode(sample["pixels"]).latents).sample.clamp(-1, 1)
+        frames = ((decoded + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        results.append(synthetic.motion_direction(synthetic.square_centres(frames)) == sample["caption"].split()[-1])
+    assert len(results) >= 10 and all(results)
+
+
+def test_tiny_vae_and_text_encoder_files_match_what_the_trainer_used(etc_files, comfy_server):
+    from safetensors.torch import load_file
+    clip = load_file(f"{comfy_server.base}/models/clip/{etc_files['clip']}")
+    assert "text_model.encoder.layers.23.mlp.fc2.weight" in clip
+    assert not clip["text_model.encoder.layers.2.self_attn.out_proj.weight"].any()
+    vae = load_file(f"{comfy_server.base}/models/vae/{etc_files['vae']}")
+    assert "taesd_decoder.1.weight" in vae and torch.isfinite(vae["vae_scale"])
+
+
+def test_held_out_caption_gives_one_square_moving_its_way(comfy_server, etc_files):
+    caption = synthetic.caption(*demo.HELD_OUT)
+    frames, directions = _directions(comfy_server, etc_files, caption)
+    assert frames.shape == (SEEDS, demo.FRAMES, demo.SIZE, demo.SIZE, 3)
+    assert sum(d == demo.HELD_OUT[1] for d in directions) >= 8, directions
+    steps = np.abs(np.diff(frames.astype(np.int16), axis=1)).reshape(SEEDS, demo.FRAMES - 1, -1).max(-1)
+    assert (steps > 10).all()  # no frame is a copy of the one before
+
+
+@pytest.mark.parametrize("direction", ["left", "right", "down"])
+def test_direction_follows_the_caption(comfy_server, etc_files, direction):
+    _, directions = _directions(comfy_server, etc_files, synthetic.caption("red", direction))
+    assert sum(d == direction for d in directions) >= 8, directions
