@@ -38,6 +38,8 @@ _RULES = {
     "layout": (lambda v: isinstance(v, str), "'auto' or 'RxC'"),
     "resolution": (lambda v: _integer(v) and v >= 8 and v % 8 == 0, "an integer >= 8, a multiple of 8"),
     "theta": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "me_strength": (lambda v: _number(v) and v >= 0, "a number >= 0 (0: no mixed embedding)"),
+    "caption_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
     "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
               "two numbers in [0, 1)"),
@@ -74,6 +76,8 @@ class TrainConfig:
     layout: str = "auto"
     resolution: int = 256
     theta: float = 10000.0
+    me_strength: float = 1.0             # mixed-embedding scale; 0 switches ME off (the paper's ablation)
+    caption_dropout: float = 0.0         # share of samples trained with the empty caption (what CFG's negative uses)
     lr: float = 1e-4
     betas: tuple = (0.9, 0.9)
     weight_decay: float = 0.03

@@ -50,6 +50,9 @@ class ETCTrainer:
                                   "LoRA adapters of this rank (exported for LoraLoaderModelOnly) and the FPS module"}),
             "lora_alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 4096.0, "step": 1.0,
                                      "tooltip": "LoRA scale alpha / rank; 0: alpha = rank"}),
+            "caption_dropout": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.99, "step": 0.01,
+                                          "tooltip": "share of samples trained with the empty caption, so that "
+                                          "CFG with an empty negative prompt has a trained unconditional model"}),
         }}
 
     RETURN_TYPES = ("STRING", "IMAGE")

@@ -61,6 +61,40 @@ def test_loss_falls(setup, tmp_path):
     assert eval_loss() < 0.8 * before
 
 
+def test_caption_dropout_trains_some_samples_on_the_empty_caption(setup, tmp_path):
+    captions = []
+    trainer = ETCTrainer(_config(setup, tmp_path, caption_dropout=0.5))
+    trainer.caption_embedding = lambda caption: captions.append(caption) or torch.zeros(77, 8)
+    batch = trainer.data.batch(range(64))
+    trainer.encode(batch, trainer._generator(0, 0))
+    assert 16 < captions.count("") < 48 and all(c in ("", b) for c, b in zip(captions, batch["captions"]))
+    again = []
+    trainer.caption_embedding = lambda caption: again.append(caption) or torch.zeros(77, 8)
+    trainer.encode(batch, trainer._generator(0, 0))
+    assert again == captions  # drawn from the step's generator: resume and multi-process see the same
+
+
+def test_caption_embeddings_are_cached_and_equal_the_encoder_output(setup, tmp_path):
+    trainer = ETCTrainer(_config(setup, tmp_path))
+    calls = []
+    encoder = trainer.text_encoder
+    trainer.text_encoder = lambda ids: calls.append(ids) or encoder(ids)
+    first = trainer.caption_embedding("a red ball")
+    assert torch.equal(trainer.caption_embedding("a red ball"), first) and len(calls) == 1
+    ids = trainer.tokenizer(["a red ball"], padding="max_length", max_length=trainer.tokenizer.model_max_length,
+                            truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(encoder(ids)[0][0], first)
+
+
+def test_me_strength_zero_adds_no_mixed_embedding(setup, tmp_path):
+    trainer = ETCTrainer(_config(setup, tmp_path, me_strength=0.0))
+    conv = trainer.unet.conv_in
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.equal(conv(x), conv.conv(x))
+    assert not torch.equal(ETCTrainer(_config(setup, tmp_path / "b")).unet.conv_in(x), conv.conv(x))
+
+
 def test_killed_and_resumed_run_ends_equal_to_uninterrupted(setup, tmp_path):
     straight = ETCTrainer(_config(setup, tmp_path / "a"))
     straight.train()
