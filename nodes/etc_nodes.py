@@ -170,8 +170,10 @@ class ETCMixedEmbedding:
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "frames": FRAMES, "layout": LAYOUT,
                              "theta": ("FLOAT", {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0}),
-                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})},
-                "optional": {"latent": ("LATENT", {"tooltip": "the grid latent to be sampled: checked against "
+                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+                             # Required: the patched MODEL never sees the latent's grid metadata, so a
+                             # 4x4 grid sampled as 2x8 could only be caught here.
+                             "latent": ("LATENT", {"tooltip": "the grid latent the sampler gets: checked against "
                                                    "frames and layout"})}}
 
     RETURN_TYPES = ("MODEL",)
@@ -179,10 +181,9 @@ class ETCMixedEmbedding:
     CATEGORY = CATEGORY
     DESCRIPTION = "Adds ETC's spatial-temporal mixed embedding to the UNet input on every call."
 
-    def patch(self, model, frames, layout, theta, strength, latent=None):
+    def patch(self, model, frames, layout, theta, strength, latent):
         check_sd_unet(model, "ETCMixedEmbedding")
-        if latent is not None:
-            check_grid_latent(latent, *parse_layout(frames, layout))
+        check_grid_latent(latent, *parse_layout(frames, layout))
         return (patch_mixed_embedding(model, frames, layout, theta, strength),)
 
 

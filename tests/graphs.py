@@ -89,7 +89,8 @@ def etc_patch_graph(*, me=None, fps=None, frames=4, layout="2x2", size=64, steps
     model = ["load", 0]
     if me is not None:
         g["me"] = {"class_type": "ETCMixedEmbedding", "inputs": {"model": model, "frames": frames, "layout": layout,
-                                                                 "theta": me[1], "strength": me[0]}}
+                                                                 "theta": me[1], "strength": me[0],
+                                                                 "latent": ["grid", 0]}}
         model = ["me", 0]
     if fps is not None:
         g["fps"] = {"class_type": "ETCFPSConditioning", "inputs": {"model": model, "fps": fps[0],

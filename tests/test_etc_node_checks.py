@@ -1,5 +1,6 @@
 """The ETC nodes check what they are given (real server): a non SD 2.x-like MODEL, a grid latent of another
 layout, negative layouts, and corrupt or wrong-width FPS files are refused with the error that says why."""
+import json
 import os
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 from etc_core import FPSEmbedding, GridLayoutError, load_fps_module, parse_layout, save_fps_module
 from etc_core.grid import check_grid_latent
 from graphs import etc_graph
+from comfy_host import PromptError
 from node_checks import refusal
 
 TINY_BASE = "sd-unet:in=4,ch=32,temb=128"
@@ -23,21 +25,20 @@ def _svd_sampler():
     return g
 
 
-def _mixed_embedding(model, frames, layout, latent=None):
+def _mixed_embedding(model, frames, layout):
     """``model`` -> ETCMixedEmbedding -> KSampler over a 4x4 grid latent of 16 frames -> saved."""
     grid = {"class_type": "ETCEmptyGridLatent", "inputs": {"frames": 16, "layout": "4x4", "frame_width": 32,
                                                           "frame_height": 32, "batch_size": 1}}
     load = "load_" + model["class_type"]  # the early-2024 executor would reuse a cached "load" of another class
     g = {load: model, "grid": grid,
          "me": {"class_type": "ETCMixedEmbedding", "inputs": {"model": [load, 0], "frames": frames, "layout": layout,
-                                                             "theta": 10000.0, "strength": 1.0}},
+                                                             "theta": 10000.0, "strength": 1.0,
+                                                             "latent": ["grid", 0]}},
          "sample": {"class_type": "KSampler", "inputs": {
              "model": ["me", 0], "seed": 0, "steps": 1, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal",
              "positive": ["cond", 0], "negative": ["cond", 0], "latent_image": ["grid", 0], "denoise": 1.0}},
          "cond": {"class_type": "ETCVCUTTestRandomConditioning", "inputs": {"seed": 1, "dim": 64, "tokens": 77}},
          "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "me_check", "latent": ["sample", 0]}}}
-    if latent:
-        g["me"]["inputs"]["latent"] = ["grid", 0]
     return g
 
 
@@ -55,9 +56,23 @@ def test_svd_model_is_refused_by_sampler_and_mixed_embedding(comfy_server):
 
 
 def test_mixed_embedding_refuses_a_latent_of_another_grid(comfy_server):
-    message, _ = refusal(comfy_server, _mixed_embedding(SD2, 16, "2x8", latent=True))
+    message, _ = refusal(comfy_server, _mixed_embedding(SD2, 16, "2x8"))
     assert message == "the latent was made as a 4x4 grid of 16 frames; set frames=16 and layout=4x4"
-    comfy_server.run(_mixed_embedding(SD2, 16, "4x4", latent=True))  # the same grid
+    comfy_server.run(_mixed_embedding(SD2, 16, "4x4"))  # the same grid
+
+
+def test_mixed_embedding_without_its_latent_is_refused_before_running(comfy_server):
+    """Sizes of a 4x4 grid also divide as 2x8, so an unwired latent could not be checked: graph validation
+    refuses it, naming the input."""
+    graph = _mixed_embedding(SD2, 16, "2x8")
+    del graph["me"]["inputs"]["latent"]
+    # a stock output node: the early-2024 validator follows required inputs only, and the fixture's are optional
+    graph["save"] = {"class_type": "SaveLatent", "inputs": {"samples": ["sample", 0], "filename_prefix": "me_check"}}
+    with pytest.raises(PromptError) as refused:
+        comfy_server.queue(graph)
+    reply = json.loads(str(refused.value).split(": ", 1)[1])
+    [error] = reply["node_errors"]["me"]["errors"]
+    assert (error["type"], error["extra_info"]["input_name"]) == ("required_input_missing", "latent")
 
 
 def test_negative_layouts_get_the_layout_error(comfy_server):
