@@ -31,11 +31,14 @@ from queue_workflow import apply_overrides, run  # noqa: E402
 
 TINY_LOADERS = {"ImageOnlyCheckpointLoader": "ETCVCUTTestTinySVD", "CheckpointLoaderSimple": "ETCVCUTTestTinySD2"}
 SVD_OVERRIDES = ["3.width=128", "3.height=64", "3.video_frames=8"]
-SMOKE_OVERRIDES = {
+SMOKE_OVERRIDES = {  # run untimed on the tiny random models
     "etc_long_video.json": ["4.frames=64", "4.layout=8x8", "4.frame_width=64", "4.frame_height=40"],
     "etc_training_launch.json": ["1.frames=4", "1.layout=2x2", "1.resolution=32", "1.max_steps=4",
                                  "1.checkpoint_every=2", "1.mixed_precision=no", "1.gradient_checkpointing=false"],
 }
+# Every workflow of workflows/api sized for the tiny random models (tests/test_workflows.py runs them all).
+DEMO_OVERRIDES = {"svd_baseline.json": SVD_OVERRIDES, "svd_vcut.json": SVD_OVERRIDES,
+                  "etc_text_to_video.json": ["4.frame_width=64", "4.frame_height=64"], **SMOKE_OVERRIDES}
 HELD_OUT = ("green", "up")
 TRAIN_STEPS, LR = 500, 5e-4
 FRAMES, LAYOUT, SIZE, FPS = 8, "2x4", 32, 4
