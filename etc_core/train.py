@@ -68,6 +68,10 @@ def make_accelerator(config: TrainConfig):
     if deepspeed and "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
         os.environ["ACCELERATE_USE_CPU"] = "false"  # CPU mode would switch DeepSpeed off
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    from accelerate.state import AcceleratorState
+    # accelerate keeps one state per process and refuses a second Accelerator with another mixed_precision:
+    # a trainer made after another in one process (the demo, tests, a notebook) starts from a clean state
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision=config.mixed_precision,
                        gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=handlers)
 

@@ -95,6 +95,15 @@ def test_me_strength_zero_adds_no_mixed_embedding(setup, tmp_path):
     assert not torch.equal(ETCTrainer(_config(setup, tmp_path / "b")).unet.conv_in(x), conv.conv(x))
 
 
+def test_trainers_of_other_precisions_follow_each_other_in_one_process(setup, tmp_path):
+    """accelerate's per-process state would refuse the second trainer (the demo trains bf16 before the
+    other tests' fp32 runs in CI's pytest process)."""
+    for index, precision in enumerate(("bf16", "no")):
+        trainer = ETCTrainer(_config(setup, tmp_path / precision, mixed_precision=precision, max_steps=1))
+        assert trainer.accelerator.mixed_precision == precision
+        assert len(trainer.train()) == 1
+
+
 def test_killed_and_resumed_run_ends_equal_to_uninterrupted(setup, tmp_path):
     straight = ETCTrainer(_config(setup, tmp_path / "a"))
     straight.train()
