@@ -1,6 +1,8 @@
 import functools
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -12,6 +14,18 @@ from comfy_host import ComfyServer  # noqa: E402
 # A test runs ComfyUI when it uses a server fixture or its module starts a host itself.
 HOST_FIXTURES = {"comfy_server", "fresh_server"}
 HOST_NAMES = ("ComfyServer", "InProcessComfy", "comfyui_path")
+# One pass peaked at 9 GB of test models in pytest's temp folder (2024 host, November 2026).
+NEEDED_FREE_GB = 12
+
+
+def pytest_sessionstart(session):
+    """Refuse to start on a nearly full disk: past the first full write, every later test fails
+    with an I/O error from safetensors or ComfyUI that does not say the disk is the cause."""
+    temp = os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir()
+    free_gb = shutil.disk_usage(temp).free / 2**30
+    if free_gb < NEEDED_FREE_GB:
+        raise pytest.UsageError(f"the tests need {NEEDED_FREE_GB} GB free under {temp}, and it has {free_gb:.1f} GB: "
+                                "free some space, or point PYTEST_DEBUG_TEMPROOT at a larger disk")
 
 
 @functools.lru_cache(maxsize=None)
