@@ -1,11 +1,28 @@
 """ComfyUI's web frontend in headless Debian Chromium, driven by Playwright (for the browser tests)."""
 import contextlib
 import shutil
+import urllib.parse
 import urllib.request
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]
+
+# A <video> playing ``url``; ADVANCED holds once its time has moved on.
+PLAY = """async (url) => {
+  const video = document.createElement("video");
+  Object.assign(video, {muted: true, loop: true, src: url});
+  document.body.appendChild(video);
+  await video.play();
+  window.__played = video;
+  return video.readyState;
+}"""
+ADVANCED = ("() => window.__played.readyState >= HTMLMediaElement.HAVE_FUTURE_DATA"
+            " && window.__played.currentTime > 0.1")
+
+
+def view_url(entry: dict) -> str:
+    return "/view?" + urllib.parse.urlencode({k: entry[k] for k in ("filename", "subfolder", "type")})
 
 
 # The whole graph in view, clear of the current frontend's side bar, tab bar and run button.

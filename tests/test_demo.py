@@ -10,6 +10,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 import demo  # noqa: E402
+from browser import ADVANCED, CHROMIUM, PLAY, frontend_page, view_url  # noqa: E402
 from etc_core import synthetic  # noqa: E402
 
 SEEDS = 10
@@ -71,6 +72,22 @@ def test_held_out_caption_gives_one_square_moving_its_way(comfy_server, etc_file
     assert sum(d == demo.HELD_OUT[1] for d in directions) >= 8, directions
     steps = np.abs(np.diff(frames.astype(np.int16), axis=1)).reshape(SEEDS, demo.FRAMES - 1, -1).max(-1)
     assert (steps > 10).all()  # no frame is a copy of the one before
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
+def test_held_out_video_plays_in_the_browser(comfy_server, etc_files):
+    """The MP4 the demo writes, from the server's /view URL in headless Chromium: it plays, at the demo's
+    frame size, for T frames at the demo's fps."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
+    _, records = demo.sample_etc(comfy_server, etc_files, synthetic.caption(*demo.HELD_OUT), seed=0, prefix="ETC/play")
+    (video,) = [r for r in records if r["filename"].endswith(".mp4")]
+    with frontend_page(playwright.sync_playwright, comfy_server.url) as page:
+        page.evaluate(PLAY, view_url(video))
+        page.wait_for_function(ADVANCED, timeout=30000)
+        width, height, seconds = page.evaluate(
+            "() => [window.__played.videoWidth, window.__played.videoHeight, window.__played.duration]")
+    assert (width, height) == (demo.SIZE * 4, demo.SIZE * 4)
+    assert seconds == pytest.approx(demo.FRAMES / demo.FPS, abs=0.05)
 
 
 @pytest.mark.parametrize("direction", ["left", "right", "down"])

@@ -12,11 +12,10 @@ serves: the current one, or the early-2024 one bundled with the 2024 host):
 import json
 import os
 import time
-import urllib.parse
 
 import pytest
 
-from browser import CHROMIUM, FIT_GRAPH, frontend_page
+from browser import ADVANCED, CHROMIUM, FIT_GRAPH, PLAY, frontend_page, view_url
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
@@ -24,16 +23,6 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromiu
 MIME = {"h264-mp4": "video/mp4", "vp9-webm": "video/webm", "webp": "image/webp"}
 SAVE_NODE = 5  # ETCSaveVideo in workflows/ui/etc_text_to_video.json
 
-PLAY = """async (url) => {
-  const video = document.createElement("video");
-  Object.assign(video, {muted: true, loop: true, src: url});
-  document.body.appendChild(video);
-  await video.play();
-  window.__played = video;
-  return video.readyState;
-}"""
-ADVANCED = ("() => window.__played.readyState >= HTMLMediaElement.HAVE_FUTURE_DATA"
-            " && window.__played.currentTime > 0.1")
 IMAGE = """async (url) => {
   const img = new Image();
   img.src = url;
@@ -70,10 +59,6 @@ DROP = """async ({url, name, type}) => {
   await new Promise(r => setTimeout(r, 1000));  // the 2024 frontend does not await its loadGraphData
   return window.app.graph.serialize();
 }"""
-
-
-def view_url(entry: dict) -> str:
-    return "/view?" + urllib.parse.urlencode({k: entry[k] for k in ("filename", "subfolder", "type")})
 
 
 def tiny_workflow() -> dict:
