@@ -48,7 +48,8 @@ def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top:top + size, left:left + size]
 
 
-def _to_tensor(frames) -> torch.Tensor:
+def frames_to_tensor(frames) -> torch.Tensor:
+    """uint8 frames [T, H, W, 3] (an array or a list of frames) -> float [T, 3, H, W] in [-1, 1]."""
     array = np.stack(frames).astype(np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(0, 3, 1, 2)  # [T, 3, H, W] in [-1, 1]
 
@@ -183,13 +184,14 @@ class TripleData:
         if kind == "image":
             entry = self.images[int(rng.integers(len(self.images)))]
             frame = resize_crop(_read_image(entry["image"]), self.resolution)
-            return {"pixels": _to_tensor([frame] * self.frames), "caption": entry["caption"], "fps": float(IMAGE_FPS),
-                    "kind": kind, "keys": [f"{entry['image']}@{self.resolution}"] * self.frames}
+            return {"pixels": frames_to_tensor([frame] * self.frames), "caption": entry["caption"],
+                    "fps": float(IMAGE_FPS), "kind": kind,
+                    "keys": [f"{entry['image']}@{self.resolution}"] * self.frames}
         label = sorted(self.labels)[int(rng.integers(len(self.labels)))]
         files = rng.choice(self.labels[label], size=self.frames, replace=False)
         frames = [resize_crop(_read_image(f), self.resolution) for f in files]
-        return {"pixels": _to_tensor(frames), "caption": label.replace("_", " "), "fps": float(LABEL_FPS), "kind": kind,
-                "keys": [f"{f}@{self.resolution}" for f in files]}
+        return {"pixels": frames_to_tensor(frames), "caption": label.replace("_", " "), "fps": float(LABEL_FPS),
+                "kind": kind, "keys": [f"{f}@{self.resolution}" for f in files]}
 
     def _video(self, entry, rng):
         import cv2
@@ -209,7 +211,7 @@ class TripleData:
                 frames.append(resize_crop(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.resolution))
         finally:
             capture.release()
-        return {"pixels": _to_tensor(frames), "caption": entry["caption"], "fps": fps, "kind": "video",
+        return {"pixels": frames_to_tensor(frames), "caption": entry["caption"], "fps": fps, "kind": "video",
                 "keys": [f"{entry['video']}#{i}@{self.resolution}" for i in indices]}
 
     def batch(self, indices) -> dict:

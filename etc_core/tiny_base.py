@@ -21,7 +21,6 @@ What ComfyUI 2024 and 0.3.x accept, and so what is built here:
 """
 import os
 
-import numpy as np
 import torch
 
 UNET_CONFIG = dict(sample_size=8, block_out_channels=(320,) * 4, layers_per_block=2,
@@ -132,10 +131,17 @@ def write_pretrained(folder: str, vae, vocab_dir: str, seed: int = 0) -> str:
     return folder
 
 
+def _save(state: dict, path: str) -> str:
+    """Written under another name first, so an interrupted run leaves no half file for a loader to list."""
+    from safetensors.torch import save_file
+    save_file(state, path + ".partial")
+    os.replace(path + ".partial", path)
+    return path
+
+
 def save_comfyui_text_encoder(path: str, encoder) -> str:
     """``encoder`` (transformers ``CLIPTextModel`` of SD 2.x width) as the 24-layer file ``CLIPLoader`` reads:
     its own layers first, then zero layers (zero attention and MLP outputs: exact identities)."""
-    from safetensors.torch import save_file
     # transformers 4 names the weights "text_model.encoder...", transformers 5 "encoder..."
     state = {"text_model." + k.removeprefix("text_model."): v.detach().float().contiguous()
              for k, v in encoder.state_dict().items() if not k.endswith("position_ids")}
@@ -146,15 +152,12 @@ def save_comfyui_text_encoder(path: str, encoder) -> str:
             if key.startswith(first):
                 state[f"text_model.encoder.layers.{i}.{key[len(first):]}"] = torch.zeros_like(value, dtype=torch.float16)
     state["text_projection.weight"] = torch.eye(encoder.config.hidden_size)  # pooled output, unused by SD 2.x
-    save_file(state, path + ".partial")
-    os.replace(path + ".partial", path)
-    return path
+    return _save(state, path)
 
 
 def save_comfyui_vae(path: str, vae) -> str:
     """``AutoencoderTiny`` in the TAESD layout ``VAELoader`` recognises, scaled to SD's latent format:
     ComfyUI's latent is ``encoder(x) / vae_scale`` and the UNet sees it times 0.18215."""
-    from safetensors.torch import save_file
     state = {}
     for key, value in vae.state_dict().items():
         part, _, index, rest = key.split(".", 3)  # "encoder.layers.3.conv.0.weight"
@@ -163,11 +166,5 @@ def save_comfyui_vae(path: str, vae) -> str:
         state[f"taesd_{part}.{index}.{rest}"] = value.detach().float().contiguous()
     state["vae_scale"] = torch.tensor(SD_LATENT_SCALE / vae.config.scaling_factor)
     state["vae_shift"] = torch.tensor(0.0)
-    save_file(state, path + ".partial")
-    os.replace(path + ".partial", path)
-    return path
+    return _save(state, path)
 
-
-def frames_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0

@@ -77,6 +77,7 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
     import numpy as np
 
     from etc_core import synthetic, tiny_base
+    from etc_core.data import frames_to_tensor
     from etc_core.train import ETCTrainer, TrainConfig
     data = synthetic.write_square_set(os.path.join(folder, "data"), FRAMES, held_out=HELD_OUT, size=SIZE)
     rng = np.random.default_rng(0)
@@ -84,14 +85,14 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
                                               list(synthetic.COLORS.values())[rng.integers(len(synthetic.COLORS))])
                        for _ in range(256)])
     vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
-    tiny_base.set_latent_scale(vae, tiny_base.frames_tensor(frames))
+    tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
     pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae,
                                             os.path.join(comfyui_path(), "comfy", "sd1_tokenizer"))
     config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, "run"),
                          video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
                          label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=FRAMES, layout=LAYOUT,
-                         resolution=SIZE, me_strength=me_strength, caption_dropout=0.1, mixed_precision=cpu_precision(), lr=lr, batch_size=batch, max_steps=steps,
-                         checkpoint_every=10**9, seed=0)
+                         resolution=SIZE, me_strength=me_strength, caption_dropout=0.1, mixed_precision=cpu_precision(),
+                         lr=lr, batch_size=batch, max_steps=steps, checkpoint_every=10**9, seed=0)
     trainer = ETCTrainer(config)
     start = time.perf_counter()
     losses = trainer.train(progress=lambda s, n, loss: log(f"[etc train] step {s}/{n} loss {loss:.4f}")

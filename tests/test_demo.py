@@ -23,8 +23,15 @@ def etc_files(comfy_server, tmp_path_factory):
 
 
 def _directions(comfy_server, files, caption):
-    frames, _ = demo.sample_etc(comfy_server, files, caption, seed=0, batch=SEEDS, prefix="ETC/test")
-    return frames, [synthetic.motion_direction(synthetic.square_centres(v)) for v in frames]
+    """(frames [SEEDS, T, H, W, 3], direction per seed, output records) of one prompt of SEEDS videos."""
+    frames, records = demo.sample_etc(comfy_server, files, caption, seed=0, batch=SEEDS, prefix="ETC/test")
+    return frames, [synthetic.motion_direction(synthetic.square_centres(v)) for v in frames], records
+
+
+@pytest.fixture(scope="module")
+def held_out(comfy_server, etc_files):
+    """The held-out caption sampled as the demo samples it."""
+    return _directions(comfy_server, etc_files, synthetic.caption(*demo.HELD_OUT))
 
 
 def test_tracker_reads_each_direction_and_rejects_two_squares():
@@ -65,9 +72,8 @@ def test_tiny_vae_and_text_encoder_files_match_what_the_trainer_used(etc_files, 
     assert "taesd_decoder.1.weight" in vae and torch.isfinite(vae["vae_scale"])
 
 
-def test_held_out_caption_gives_one_square_moving_its_way(comfy_server, etc_files):
-    caption = synthetic.caption(*demo.HELD_OUT)
-    frames, directions = _directions(comfy_server, etc_files, caption)
+def test_held_out_caption_gives_one_square_moving_its_way(held_out):
+    frames, directions, _ = held_out
     assert frames.shape == (SEEDS, demo.FRAMES, demo.SIZE, demo.SIZE, 3)
     assert sum(d == demo.HELD_OUT[1] for d in directions) >= 8, directions
     steps = np.abs(np.diff(frames.astype(np.int16), axis=1)).reshape(SEEDS, demo.FRAMES - 1, -1).max(-1)
@@ -75,24 +81,23 @@ def test_held_out_caption_gives_one_square_moving_its_way(comfy_server, etc_file
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
-def test_held_out_video_plays_in_the_browser(comfy_server, etc_files):
+def test_held_out_video_plays_in_the_browser(comfy_server, held_out):
     """The MP4 the demo writes, from the server's /view URL in headless Chromium: it plays, at the demo's
-    frame size, for T frames at the demo's fps."""
+    frame size, for the SEEDS videos' T frames at the demo's fps."""
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
-    _, records = demo.sample_etc(comfy_server, etc_files, synthetic.caption(*demo.HELD_OUT), seed=0, prefix="ETC/play")
-    (video,) = [r for r in records if r["filename"].endswith(".mp4")]
+    (video,) = [r for r in held_out[2] if r["filename"].endswith(".mp4")]
     with frontend_page(playwright.sync_playwright, comfy_server.url) as page:
         page.evaluate(PLAY, view_url(video))
         page.wait_for_function(ADVANCED, timeout=30000)
         width, height, seconds = page.evaluate(
             "() => [window.__played.videoWidth, window.__played.videoHeight, window.__played.duration]")
     assert (width, height) == (demo.SIZE * 4, demo.SIZE * 4)
-    assert seconds == pytest.approx(demo.FRAMES / demo.FPS, abs=0.05)
+    assert seconds == pytest.approx(SEEDS * demo.FRAMES / demo.FPS, abs=0.05)
 
 
 @pytest.mark.parametrize("direction", ["left", "right", "down"])
 def test_direction_follows_the_caption(comfy_server, etc_files, direction):
-    _, directions = _directions(comfy_server, etc_files, synthetic.caption("red", direction))
+    _, directions, _ = _directions(comfy_server, etc_files, synthetic.caption("red", direction))
     # the demo's budget gets 10/10 for the held-out caption on the dev machine but not always 8/10 here
     # ("red ... left" gave 5 left, some up): the captioned direction must lead, in at least half the seeds
     counts = {d: directions.count(d) for d in synthetic.DIRECTIONS}

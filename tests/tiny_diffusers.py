@@ -23,10 +23,8 @@ def write_tiny_sd(path: str, prediction_type: str = "epsilon", sd_layout: bool =
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
     if sd_layout:
-        unet = UNet2DConditionModel(sample_size=8, block_out_channels=(320,) * 4, layers_per_block=2,
-                                    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-                                    cross_attention_dim=1024, attention_head_dim=5, use_linear_projection=True)
+        from etc_core.tiny_base import UNET_CONFIG
+        unet = UNet2DConditionModel(**UNET_CONFIG)
     else:
         unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
                                     block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
