@@ -132,9 +132,11 @@ def missing(path: str):
 
 def usable_sources(frames: int, sources, ratios, skip_unreadable: bool = True, probe_video=probe_video,
                    probe_image=probe_image, log=None):
-    """``(videos, images, labels, weights)``: the listed files that pass their probe, each source's share.
+    """``(videos, images, labels, weights, skipped)``: the listed files that pass their probe, each source's
+    share, and ``[(path, reason)]`` of those left out.
 
-    Files that fail are left out and named in ``log``, or refuse the run when ``skip_unreadable`` is off.
+    Files that fail are left out and named in ``log``, or refuse the run when ``skip_unreadable`` is off;
+    when none are left, the refusal names them too.
     """
     videos, images, labels, skipped = sources
     skipped = list(skipped)
@@ -160,20 +162,22 @@ def usable_sources(frames: int, sources, ratios, skip_unreadable: bool = True, p
     present = [bool(videos), bool(images), bool(kept_labels)]
     weights = np.array([r if p else 0.0 for r, p in zip(ratios, present)], dtype=np.float64)
     if weights.sum() <= 0:
-        raise DataError("no readable training data with a ratio above 0: give video_manifest, image_manifest or "
-                        f"label_folder (a label folder needs at least frames={frames} images per label)")
-    return videos, images, kept_labels, weights / weights.sum()
+        left_out = f" ({skipped_report(skipped)})" if skipped else ""
+        raise DataError(f"no readable training data with a ratio above 0{left_out}: give video_manifest, "
+                        f"image_manifest or label_folder (a label folder needs at least frames={frames} images "
+                        "per label)")
+    return videos, images, kept_labels, weights / weights.sum(), skipped
 
 
 class TripleData:
     """Samples of the three kinds, mixed by ``ratios`` (video, image, label)."""
 
     def __init__(self, frames: int, resolution: int, video_manifest=None, image_manifest=None, label_folder=None,
-                 ratios=(1.0, 1.0, 1.0), seed: int = 0, skip_unreadable: bool = True, log=None):
+                 ratios=(1.0, 1.0, 1.0), seed: int = 0, skip_unreadable: bool = True, log=None, roots=None):
         self.frames, self.resolution, self.seed = frames, resolution, seed
-        sources = read_sources(video_manifest, image_manifest, label_folder)
-        self.videos, self.images, self.labels, self.weights = usable_sources(frames, sources, ratios,
-                                                                             skip_unreadable, log=log)
+        sources = read_sources(video_manifest, image_manifest, label_folder, roots)
+        self.videos, self.images, self.labels, self.weights, self.skipped = usable_sources(
+            frames, sources, ratios, skip_unreadable, log=log)
 
     def sample(self, index: int) -> dict:
         """{"pixels": [T, 3, H, W] in [-1, 1], "caption": str, "fps": float, "kind": str}."""

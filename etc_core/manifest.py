@@ -60,6 +60,8 @@ def _read_jsonl_manifest(path: str, media: str, roots):
                 raise ManifestError(f"{where}: field {key!r} is missing (each line needs {media!r} and 'caption')")
             if not isinstance(row[key], str):
                 raise ManifestError(f"{where}: field {key!r} must be a string, got a {type(row[key]).__name__}")
+        if "\0" in row[media]:
+            raise ManifestError(f"{where}: field {media!r} holds a NUL byte; give a plain path")
         row[media] = os.path.join(base, row[media])
         check_inside(row[media], roots, where)
     return [row for _, row in rows], []

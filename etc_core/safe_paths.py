@@ -2,23 +2,15 @@
 
 A ComfyUI server runs graphs from anyone who can reach its port, so a node input that names a file is
 resolved against a fixed list of folders (ComfyUI's input/, models/, output/) and refused when it is
-absolute, climbs with ``..``, or leads out of its folder through a symlink. Nothing here touches a file.
-
-``ETC_VCUT_EXTRA_ROOTS`` (off by default; folders separated by ``os.pathsep``) adds folders that node
-inputs may also name, by absolute path: for a server that only the machine's own user can reach.
+absolute, climbs with ``..``, holds a NUL byte, or leads out of its folder through a symlink. Nothing here
+touches a file. More folders come from the server's own configuration (the roots the caller passes), never
+from the graph.
 """
 import os
-
-EXTRA_ROOTS_ENV = "ETC_VCUT_EXTRA_ROOTS"
 
 
 class PathRuleError(ValueError):
     pass
-
-
-def extra_roots() -> list:
-    """The folders of ``ETC_VCUT_EXTRA_ROOTS`` (absolute ones only; empty when the variable is unset)."""
-    return [p for p in os.environ.get(EXTRA_ROOTS_ENV, "").split(os.pathsep) if os.path.isabs(p)]
 
 
 def is_inside(path: str, root: str) -> bool:
@@ -32,12 +24,11 @@ def _candidates(value: str, name: str, roots: dict) -> list:
     where = " or ".join(f"{label}/" for label in roots)
     if not isinstance(value, str) or not value.strip():
         raise PathRuleError(f"{name} is empty; give a path inside ComfyUI's {where} folder")
+    if "\0" in value:  # the OS would cut the path there: another file than the one named
+        raise PathRuleError(f"{name} holds a NUL byte; give a plain path inside ComfyUI's {where} folder")
     if os.path.isabs(value) or (os.name == "nt" and os.path.splitdrive(value)[0]):
-        for root in extra_roots():
-            if is_inside(value, root):
-                return [("extra root", root, value)]
         raise PathRuleError(f"{name} must be a path relative to ComfyUI's {where} folder, not an absolute path "
-                            f"(more folders can be allowed with {EXTRA_ROOTS_ENV}; see the README)")
+                            "(more folders: a key in extra_model_paths.yaml, see the README)")
     if ".." in value.replace("\\", "/").split("/"):
         raise PathRuleError(f"{name} may not contain '..'; give a path inside ComfyUI's {where} folder")
     return [(label, root, os.path.join(root, value)) for label, roots_of_label in roots.items()

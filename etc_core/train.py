@@ -4,10 +4,14 @@ The UNet (or, with ``lora_rank``, LoRA adapters on its attention projections) an
 the VAE and the text encoder are frozen. Frames are packed into one grid (eq. 1), the mixed embedding is
 added to the UNet input and the FPS embedding to the timestep embedding, with the same modules as inference.
 The loss target follows the base model's prediction type.
-Multi-GPU and multi-node runs go through ``accelerate launch`` (DeepSpeed ZeRO-2 with CPU offload:
-``configs/accelerate_deepspeed_zero2.yaml``). Checkpoints are written atomically every
-``checkpoint_every`` steps; ``--resume`` restores model, optimizer, scheduler and RNG state and the data
-position (samples are a function of (seed, index)), so a resumed run ends as an uninterrupted one.
+
+One process (the ComfyUI node, the demo, a notebook) or several from a terminal: multi-GPU and multi-node
+runs are ``accelerate launch ... -m etc_core.train --config FILE`` (DeepSpeed ZeRO-2 with CPU offload:
+``configs/accelerate_deepspeed_zero2.yaml``); ``etc_core.launch_line`` writes the config and the line.
+Checkpoints are written atomically every ``checkpoint_every`` steps, as safetensors and JSON
+(``etc_core.checkpoint``; DeepSpeed runs in DeepSpeed's format); ``--resume`` restores model, optimizer,
+scheduler and RNG state and the data position (samples are a function of (seed, index)), so a resumed
+run ends as an uninterrupted one.
 """
 import argparse
 import collections
@@ -23,13 +27,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from . import checkpoint
 from .data import TripleData, missing, read_sources, usable_sources
 from .export import comfyui_lora, save_comfyui_unet
 from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
 from .grid import pack, parse_layout
 from .mixed_embedding import MixedEmbeddingInput
 from .pretrained import check_pretrained, load_models
-from .train_config import TrainConfig, check_output_dir, checkpoints, claim_output_dir
+from .train_config import (SKIPPED_FILES, ConfigError, TrainConfig, check_output_dir, checkpoints,
+                           claim_output_dir, write_text_atomic)
 
 
 def check_launch(config: TrainConfig, resume: bool = False, roots=None):
@@ -57,35 +63,42 @@ def add_lora(unet, rank: int, alpha: float, seed: int):
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(LORA_TARGETS)))
 
 
-def make_accelerator(config: TrainConfig):
-    """The run's Accelerator. On a machine without GPUs (tests, CI) launched processes talk over gloo: plain
-    data parallel through accelerate's CPU mode (``ACCELERATE_USE_CPU``, set by the launcher), DeepSpeed with
-    the gloo backend named (accelerate would otherwise run each DeepSpeed rank as a world of its own)."""
+def make_accelerator(config: TrainConfig, cpu: bool = False):
+    """The run's Accelerator; ``cpu`` keeps a single-process run on the CPU (ComfyUI started with --cpu).
+    Without CUDA, processes started by ``accelerate launch`` (torchrun) talk over gloo: DeepSpeed would
+    otherwise run each rank as a world of its own (plain data parallel on CPUs is accelerate's CPU mode)."""
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
-    handlers = []
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    if deepspeed and "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
-        os.environ["ACCELERATE_USE_CPU"] = "false"  # CPU mode would switch DeepSpeed off
-        handlers.append(InitProcessGroupKwargs(backend="gloo"))
     from accelerate.state import AcceleratorState
+    from accelerate.utils import InitProcessGroupKwargs
+    launched = torch.distributed.is_available() and torch.distributed.is_torchelastic_launched()
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if launched and not torch.cuda.is_available() else []
     # accelerate keeps one state per process and refuses a second Accelerator with another mixed_precision:
-    # a trainer made after another in one process (the demo, tests, a notebook) starts from a clean state
+    # a trainer made after another in one process (ComfyUI, the demo, tests) starts from a clean state
     AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=config.mixed_precision,
+    return Accelerator(mixed_precision=config.mixed_precision, cpu=cpu,
                        gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
 class ETCTrainer:
-    def __init__(self, config: TrainConfig, resume: bool = False):
+    """``roots`` confines the files the data lists name; ``single_process`` (a trainer inside a server)
+    refuses an environment that would make it one rank of many or a DeepSpeed engine; ``log`` receives
+    the data report (files left out), on the main process."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False, roots=None, cpu: bool = False,
+                 single_process: bool = False, log=None):
         self.config = config
-        check_launch(config, resume)  # every check before the first write
-        self.accelerator = make_accelerator(config)
+        check_launch(config, resume, roots)  # every check before the first write
+        self.accelerator = make_accelerator(config, cpu)
+        state = self.accelerator.state
+        if single_process and (state.num_processes != 1 or state.deepspeed_plugin is not None):
+            raise ConfigError("this trainer runs in one process; train on several GPUs or with DeepSpeed from a "
+                              "terminal (accelerate launch, see the README)")
         self.rows, self.cols = parse_layout(config.frames, config.layout)
         is_main = self.accelerator.is_main_process
+        log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
                                config.label_folder, config.ratios, config.seed, config.skip_unreadable,
-                               log=lambda line: print(line, file=sys.stderr, flush=True) if is_main else None)
+                               log=log if is_main else None, roots=roots)
         unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler = load_models(config.pretrained)
         self.base_model = base_model_fingerprint(unet)
         self.vae.requires_grad_(False).eval()
@@ -120,9 +133,13 @@ class ETCTrainer:
         self._trainable = trainable
         self._text_cache = collections.OrderedDict()
         self.step = 0
+        self.losses = []  # the mean loss of every step of the run, resumed ones included
         self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
         if is_main:
             claim_output_dir(config)
+            if self.data.skipped:  # the run folder says which files this run never saw
+                write_text_atomic(os.path.join(config.output_dir, SKIPPED_FILES),
+                                  "".join(f"{path}\t{reason}\n" for path, reason in self.data.skipped))
         if resume:
             self._load_latest()
 
@@ -130,35 +147,57 @@ class ETCTrainer:
     def checkpoints(self):
         return checkpoints(self.config.output_dir)
 
+    def _deepspeed(self) -> bool:
+        return self.accelerator.state.deepspeed_plugin is not None
+
+    def _state_parts(self):
+        return (self.accelerator.unwrap_model(self.unet), self.optimizer, self.schedule, self.accelerator.scaler,
+                self.accelerator.process_index)
+
     def _load_latest(self):
         checkpoints = self.checkpoints()
-        if checkpoints:
-            with open(os.path.join(checkpoints[-1], "trainer_state.json")) as f:
-                state = json.load(f)
-            processes = state.get("num_processes", 1)
-            if processes != self.accelerator.num_processes:  # the data order and RNG states are per process
-                raise ValueError(f"{checkpoints[-1]} was written by {processes} processes and this launch has "
-                                 f"{self.accelerator.num_processes}; resume with the run's own launch "
-                                 f"(num_processes {processes})")
-            self.accelerator.load_state(checkpoints[-1])
-            self.step = state["step"]
-            if self.ema is not None:
-                saved = load_file(os.path.join(checkpoints[-1], "ema.safetensors"))
-                for i, tensor in enumerate(self.ema):
-                    tensor.copy_(saved[str(i)])
+        if not checkpoints:
+            return
+        latest = checkpoints[-1]
+        with open(os.path.join(latest, "trainer_state.json")) as f:
+            state = json.load(f)
+        processes = state.get("num_processes", 1)
+        if processes != self.accelerator.num_processes:  # the data order and RNG states are per process
+            raise ConfigError(f"{latest} was written by {processes} processes and this launch has "
+                              f"{self.accelerator.num_processes}; resume with the run's own launch "
+                              f"(num_processes {processes})")
+        if bool(state.get("deepspeed")) != self._deepspeed():
+            raise ConfigError(f"{latest} was written " + ("by a DeepSpeed run; resume it from a terminal with the "
+                              "run's own accelerate launch line" if state.get("deepspeed") else
+                              "without DeepSpeed; resume it without DeepSpeed"))
+        if self._deepspeed():
+            self.accelerator.load_state(latest)
+        else:
+            checkpoint.load_state(latest, state, *self._state_parts(), self.accelerator.device)
+        self.step, self.losses = state["step"], list(state.get("losses", []))
+        if self.ema is not None:
+            saved = load_file(os.path.join(latest, "ema.safetensors"))
+            for i, tensor in enumerate(self.ema):
+                tensor.copy_(saved[str(i)])
 
     def save_checkpoint(self) -> str:
         final = os.path.join(self.config.output_dir, f"checkpoint-{self.step}")
         partial = final + ".partial"
-        if self.accelerator.is_main_process:
+        is_main = self.accelerator.is_main_process
+        if is_main:
             shutil.rmtree(partial, ignore_errors=True)
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(partial)
+        if self._deepspeed():
+            self.accelerator.save_state(partial)
+            state = {}
+        else:
+            state = checkpoint.save_state(partial, *self._state_parts(), is_main)
         self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the folder is renamed
-        if self.accelerator.is_main_process:
+        if is_main:
+            state.update(step=self.step, base_model=self.base_model, num_processes=self.accelerator.num_processes,
+                         deepspeed=self._deepspeed(), losses=self.losses)
             with open(os.path.join(partial, "trainer_state.json"), "w") as f:
-                json.dump({"step": self.step, "base_model": self.base_model,
-                           "num_processes": self.accelerator.num_processes}, f)
+                json.dump(state, f)
             if self.ema is not None:
                 save_file({str(i): t.detach().cpu().contiguous() for i, t in enumerate(self.ema)},
                           os.path.join(partial, "ema.safetensors"))
@@ -270,6 +309,7 @@ class ETCTrainer:
             local = torch.stack([step_loss.float(), torch.tensor(float(should_stop()), device=step_loss.device)])
             mean_loss, stop_share = self.accelerator.reduce(local, "mean").tolist()
             losses.append(mean_loss)
+            self.losses.append(mean_loss)
             stop = stop_share > 0
             if progress and self.accelerator.is_main_process:
                 progress(self.step, self.config.max_steps, losses[-1])
@@ -333,13 +373,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON file with the TrainConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    parser.add_argument("--config-sha256", help="refuse the config unless its file has this digest (the launch "
+                        "line that ETCTrainCommand makes passes it)")
     args = parser.parse_args(argv)
     stop = []
     # SIGTERM / Ctrl-C: finish the step, write a checkpoint, exit; --resume continues from it.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))
     try:
-        trainer = ETCTrainer(TrainConfig.from_file(args.config), resume=args.resume)
+        trainer = ETCTrainer(TrainConfig.from_file(args.config, args.config_sha256), resume=args.resume)
         trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr,
                                                         flush=True),
                       should_stop=lambda: bool(stop))

@@ -4,13 +4,15 @@ Everything here only reads: a config or a folder that is refused leaves every fi
 """
 import dataclasses
 import glob
+import hashlib
 import json
 import os
 
 from .grid import parse_layout
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
-RUN_FILES = ("run.json", "launch_config.json")  # what a launch writes before anything is trained
+SKIPPED_FILES = "skipped_files.txt"  # "path<TAB>reason" of each listed file the run left out
+RUN_FILES = ("run.json", "launch_config.json", SKIPPED_FILES)  # what a launch writes before anything is trained
 
 
 class ConfigError(ValueError):
@@ -122,12 +124,19 @@ class TrainConfig:
         return cls(**values)
 
     @classmethod
-    def from_file(cls, path: str) -> "TrainConfig":
+    def from_file(cls, path: str, sha256: str = None) -> "TrainConfig":
+        """The config in ``path``; with ``sha256``, only if the file still has that digest (the file lies
+        under output/, which others may write to between the node writing it and a terminal reading it)."""
         try:
-            with open(path) as f:
-                values = json.load(f)
+            with open(path, "rb") as f:
+                raw = f.read()
         except OSError as e:
             raise ConfigError(f"cannot read the config {path}: {e.strerror}") from None
+        if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256.lower():
+            raise ConfigError(f"the config {path} changed since its launch line was made (sha256 differs); make "
+                              "the line again and check the file")
+        try:
+            values = json.loads(raw.decode("utf-8", errors="replace"))
         except ValueError as e:  # the position, never the text
             raise ConfigError(f"{path} is not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
         return cls.from_dict(values, path)
@@ -181,11 +190,15 @@ def check_output_dir(config: TrainConfig, resume: bool):
                           "or pick a new output_dir")
 
 
-def write_json_atomic(path: str, values):
+def write_text_atomic(path: str, text: str):
     partial = path + ".partial"
     with open(partial, "w") as f:
-        json.dump(values, f, indent=1)
+        f.write(text)
     os.replace(partial, path)
+
+
+def write_json_atomic(path: str, values):
+    write_text_atomic(path, json.dumps(values, indent=1))
 
 
 def claim_output_dir(config: TrainConfig):

@@ -1,11 +1,12 @@
 """ComfyUI's folders as the roots of the path rules in etc_core.safe_paths (see the README, "Training ETC").
 
 Data and models are read from input/ or models/ (every folder ComfyUI knows for a model type, so
-extra_model_paths.yaml is honoured); runs and filter results are written under output/.
+extra_model_paths.yaml is honoured: a key such as ``etc_vcut_data: /data/clips`` there adds a folder);
+runs and filter results are written under output/.
 """
 import os
 
-from ..etc_core.safe_paths import PathRuleError, extra_roots, resolve_existing, resolve_new
+from ..etc_core.safe_paths import PathRuleError, resolve_existing, resolve_new
 
 TRANSFORMERS_CLIP_TYPES = ("clip_vision", "clip")
 
@@ -38,7 +39,7 @@ def output_path(value: str, name: str) -> str:
 def allowed_roots() -> list:
     """Every folder the media a manifest lists may live in."""
     import folder_paths
-    return [folder_paths.get_input_directory()] + _model_folders() + extra_roots()
+    return [folder_paths.get_input_directory()] + _model_folders()
 
 
 def _folders_holding(kinds, marker: str) -> dict:
@@ -92,11 +93,3 @@ def pretrained_path(name: str) -> str:
     raise PathRuleError(f"pretrained {name!r} is neither a .safetensors file in models/checkpoints nor a diffusers "
                         "folder in models/diffusers; put the SD 2.x checkpoint there and pick it by name")
 
-
-def accelerate_config_path(value: str) -> str:
-    """An accelerate YAML under input/ or models/, or one shipped in the pack's etc_core/configs."""
-    from ..etc_core.launcher import PACK_ROOT
-    shipped = os.path.join(PACK_ROOT, "etc_core", "configs")
-    prefix = "etc_core/configs/"
-    value = value[len(prefix):] if value.replace("\\", "/").startswith(prefix) else value
-    return resolve_existing(value, "accelerate_config", {**read_roots(), "the pack's etc_core/configs": [shipped]})

@@ -173,9 +173,10 @@ class ComfyServer:
                   "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "free",
                                                                               "image": ["img", 0]}}})
 
-    def queue(self, prompt: dict, workflow: dict = None) -> str:
-        """Queue an API graph; ``workflow`` is sent as the frontend sends it, for save nodes to embed."""
-        body = {"prompt": prompt, "client_id": str(uuid.uuid4())}
+    def queue(self, prompt: dict, workflow: dict = None, client_id: str = None) -> str:
+        """Queue an API graph; ``workflow`` is sent as the frontend sends it, for save nodes to embed;
+        ``client_id`` is the websocket client that gets the progress and preview messages."""
+        body = {"prompt": prompt, "client_id": client_id or str(uuid.uuid4())}
         if workflow is not None:
             body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
         body = json.dumps(body).encode()
@@ -206,6 +207,23 @@ class ComfyServer:
 
     def run(self, prompt: dict, timeout: float = 600, workflow: dict = None) -> dict:
         return self.wait(self.queue(prompt, workflow), timeout)
+
+    def post(self, path: str, body: bytes = b"", headers: dict = None) -> bytes:
+        request = urllib.request.Request(self.url + path, data=body, headers=headers or {}, method="POST")
+        with urllib.request.urlopen(request, timeout=60) as r:
+            return r.read()
+
+    def upload(self, name: str, data: bytes, kind: str = "input") -> dict:
+        """What anyone who reaches the port can do: POST /upload/image puts any bytes under any name."""
+        boundary = uuid.uuid4().hex
+        body = b"".join([f"--{boundary}\r\n".encode(),
+                         f'Content-Disposition: form-data; name="image"; filename="{name}"\r\n'.encode(),
+                         b"Content-Type: application/octet-stream\r\n\r\n", data, b"\r\n",
+                         f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\n{kind}\r\n'.encode(),
+                         f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'
+                         f"--{boundary}--\r\n".encode()])
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        return json.loads(self.post("/upload/image", body, headers))
 
     def view(self, entry: dict) -> bytes:
         """The bytes ComfyUI's /view serves for a ui entry ``{"filename", "subfolder", "type"}``."""

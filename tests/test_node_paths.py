@@ -34,7 +34,7 @@ def _trainer(**overrides):
     inputs = dict(pretrained="diffusers/tiny-sd", output_dir="etc_runs/paths", video_manifest="etc_data/videos.jsonl",
                   image_manifest="", label_folder="", frames=4, layout="2x2", resolution=32, lr=1e-3, batch_size=1,
                   gradient_accumulation_steps=1, max_steps=2, checkpoint_every=2, mixed_precision="no",
-                  gradient_checkpointing=False, seed=3, resume=False, num_processes=1)
+                  gradient_checkpointing=False, seed=3, resume=False)
     inputs.update(overrides)
     return {"train": {"class_type": "ETCTrainer", "inputs": inputs}}
 
@@ -50,7 +50,6 @@ def _folders(server, victim):
                                                 "models/ folder"),
     ({"video_manifest": "../keys.jsonl"}, "video_manifest may not contain '..'"),
     ({"label_folder": "{victim}"}, "label_folder must be a path relative to ComfyUI's input/ or models/ folder"),
-    ({"accelerate_config": "{victim}/notes.txt"}, "accelerate_config must be a path relative to ComfyUI's input/"),
 ])
 def test_trainer_refuses_paths_outside_comfyui_folders(instance, overrides, expected):
     server, victim = instance
@@ -107,17 +106,6 @@ def test_trainer_never_writes_into_a_folder_of_another_tool(instance):
                        "pick a new or empty output_dir")
     with pytest.raises(PromptError, match="pretrained"):  # a list of names: refused before it runs
         server.queue(_trainer(pretrained="diffusers/missing"))
-    assert tree_digest(*_folders(server, victim)) == before
-
-
-def test_trainer_refuses_a_text_accelerate_config_in_one_line(instance):
-    server, victim = instance
-    with open(os.path.join(server.base, "input", "accelerate.yaml"), "w") as f:
-        f.write(f"just some text {SECRET}\n")
-    before = tree_digest(*_folders(server, victim))
-    message, history = refusal(server, _trainer(accelerate_config="accelerate.yaml"))
-    assert message.startswith("accelerate_config") and "is not an accelerate config" in message
-    assert "\n" not in message and SECRET not in history
     assert tree_digest(*_folders(server, victim)) == before
 
 

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from etc_core.safe_paths import EXTRA_ROOTS_ENV, PathRuleError, resolve_existing, resolve_new
+from etc_core.safe_paths import PathRuleError, resolve_existing, resolve_new
 
 
 @pytest.fixture
@@ -48,12 +48,9 @@ def test_output_paths_are_refused_outside_output(roots):
             resolve_new(value, "output_dir", write)
 
 
-def test_extra_roots_widen_the_rules_only_when_set(roots, monkeypatch):
+def test_nul_bytes_are_refused_naming_the_input(roots):
     base, read = roots
-    target = str(base / "elsewhere")
-    with pytest.raises(PathRuleError, match=EXTRA_ROOTS_ENV):
-        resolve_new(target + "/run", "output_dir", {"output": [str(base / "output")]})
-    monkeypatch.setenv(EXTRA_ROOTS_ENV, target)
-    assert resolve_new(target + "/run", "output_dir", {"output": [str(base / "output")]}) == target + "/run"
-    with pytest.raises(PathRuleError, match="absolute"):
-        resolve_existing("/etc/passwd", "video_manifest", read)
+    (base / "input" / "victim.mp4").write_bytes(b"x")
+    for resolve, value in ((resolve_existing, "victim.mp4\0.jsonl"), (resolve_new, "a\0b")):
+        with pytest.raises(PathRuleError, match="^video_manifest holds a NUL byte; give a plain path"):
+            resolve(value, "video_manifest", read)

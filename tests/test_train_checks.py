@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from etc_core.launcher import TrainingError, TrainingProcess
+from accelerate_launch import TrainingError, TrainingProcess
 from etc_core.train import main as train_main
 from node_checks import tree_digest
 
@@ -138,17 +138,6 @@ def test_a_folder_of_another_tool_or_run_is_never_written(setup, tmp_path, capsy
     with pytest.raises(ValueError, match="holds a different run"):  # the launcher checks before it writes
         TrainingProcess(_values(setup, run, lr=5e-4))
     assert tree_digest(run) == before
-
-
-@pytest.mark.parametrize("text", ["just text\n", "key: [unclosed\n", "- a\n- list\n"])
-def test_an_accelerate_config_that_is_not_one_is_refused_in_one_line(setup, tmp_path, text):
-    yaml_path = tmp_path / "accelerate.yaml"
-    yaml_path.write_text(text)
-    with pytest.raises(TrainingError) as refused:
-        TrainingProcess(_values(setup, tmp_path / "run"), accelerate_config=str(yaml_path))
-    assert str(refused.value).startswith(f"accelerate_config '{yaml_path}' is not an accelerate config")
-    assert "\n" not in str(refused.value) and text.strip() not in str(refused.value)
-    assert not (tmp_path / "run").exists()
 
 
 def test_a_relative_output_dir_is_the_callers_and_process_errors_come_back_as_one_line(setup, tmp_path,

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from etc_core.launcher import loss_curve_figure, loss_curve_image
+from etc_core.loss_curve import loss_curve_figure, loss_curve_image
 from etc_core.video_io import FORMATS, read_video_frames, read_video_metadata, write_gif, write_video
 
 METADATA = {"prompt": {"3": {"class_type": "ETCSampler", "inputs": {"text": "a {curly} ball"}}},

@@ -1,0 +1,46 @@
+"""Training on several GPUs, several machines or with DeepSpeed is started from a terminal, never by the
+server: this checks a config as a launch would, writes it into the run folder and gives the
+``accelerate launch`` line that trains it. Nothing here starts a process."""
+import hashlib
+import json
+import os
+import shlex
+
+from .train import check_launch
+from .train_config import TrainConfig, claim_output_dir, write_text_atomic
+
+PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEEPSPEED_CONFIG = "etc_core/configs/accelerate_deepspeed_zero2.yaml"  # relative to PACK_ROOT
+CONFIG_FILE = "launch_config.json"
+
+
+def write_launch_config(values: dict, resume: bool = False, roots=None):
+    """Check ``values`` (TrainConfig fields, absolute paths), claim the run folder and write
+    ``launch_config.json`` into it; returns ``(path, sha256 of the file)``. A refused config writes nothing."""
+    config = TrainConfig.from_dict(values)
+    check_launch(config, resume, roots)
+    claim_output_dir(config)
+    text = json.dumps(values, indent=1)
+    path = os.path.join(config.output_dir, CONFIG_FILE)
+    write_text_atomic(path, text)
+    return path, hashlib.sha256(text.encode()).hexdigest()
+
+
+def launch_arguments(config_path: str, sha256: str, num_processes: int = 1, mixed_precision: str = "no",
+                     deepspeed: bool = False, resume: bool = False) -> list:
+    """What follows ``accelerate launch``, run in PACK_ROOT: ``num_processes`` data-parallel processes on
+    this machine, or the shipped DeepSpeed ZeRO-2 CPU-offload config (precision: the training config's)."""
+    machine = ["--num_processes", str(num_processes), "--num_machines", "1"]
+    if deepspeed:
+        arguments = ["--config_file", DEEPSPEED_CONFIG] + machine
+    else:
+        arguments = machine + ["--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
+        arguments += ["--multi_gpu"] if num_processes > 1 else []
+    arguments += ["-m", "etc_core.train", "--config", config_path, "--config-sha256", sha256]
+    return arguments + (["--resume"] if resume else [])
+
+
+def launch_line(config_path: str, sha256: str, **options) -> str:
+    """The shell line a user pastes into a terminal on the machine that holds the run folder."""
+    arguments = shlex.join(launch_arguments(config_path, sha256, **options))
+    return f"cd {shlex.quote(PACK_ROOT)} && accelerate launch {arguments}"

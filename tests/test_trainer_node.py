@@ -1,0 +1,136 @@
+"""ETCTrainer inside a real ComfyUI server: it trains in the server's process (no child process), reports
+progress with a live loss-curve preview over the websocket, stops on Cancel with a checkpoint while the
+queue goes on, and a resumed run ends bit-equal to an uninterrupted one."""
+import io
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import psutil
+import pytest
+from PIL import Image
+from safetensors.torch import load_file
+
+from comfy_host import PromptError
+from ws_watch import Watcher
+
+MAX_STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def served_setup(comfy_server, setup):
+    """The tiny SD in the server's models/diffusers and the data in its input/, as a user keeps them."""
+    pretrained, data = setup
+    shutil.copytree(pretrained, f"{comfy_server.base}/models/diffusers/train-sd", dirs_exist_ok=True)
+    shutil.copytree(os.path.dirname(data["video_manifest"]), f"{comfy_server.base}/input/train_data",
+                    dirs_exist_ok=True)
+    return {key: "train_data/" + os.path.basename(value) for key, value in data.items()}
+
+
+def trainer_graph(data, out, loss_graph=False, **overrides):
+    inputs = dict(pretrained="diffusers/train-sd", output_dir=out, frames=4, layout="2x2", resolution=32, lr=1e-3,
+                  batch_size=1, gradient_accumulation_steps=1, max_steps=MAX_STEPS, checkpoint_every=MAX_STEPS,
+                  mixed_precision="no", gradient_checkpointing=False, seed=3, resume=False, **data)
+    inputs.update(overrides)
+    graph = {"train": {"class_type": "ETCTrainer", "inputs": inputs},
+             "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": f"curve_{os.path.basename(out)}",
+                                                                         "image": ["train", 1]}}}
+    if loss_graph:  # core's node for a LOSS_MAP, on hosts that have it
+        graph["plot"] = {"class_type": "LossGraphNode", "inputs": {"loss": ["train", 2], "filename_prefix": "etc_loss"}}
+    return graph
+
+
+def _final_state(run: str) -> dict:
+    with open(os.path.join(run, f"checkpoint-{MAX_STEPS}", "trainer_state.json")) as f:
+        return json.load(f)
+
+
+def _export(run: str) -> dict:
+    return {**load_file(f"{run}/final/unet/diffusion_pytorch_model.safetensors"),
+            **{f"fps.{k}": v for k, v in load_file(f"{run}/final/etc_fps.safetensors").items()}}
+
+
+@pytest.fixture(scope="module")
+def straight_run(comfy_server, served_setup):
+    """One uninterrupted run through the node, watched over the websocket; the server's child processes
+    are sampled all along."""
+    has_loss_graph = "LossGraphNode" in comfy_server.get("/object_info")
+    server = psutil.Process(comfy_server.process.pid)
+    children = set()
+    watcher = Watcher(comfy_server.url)
+    try:
+        prompt_id = comfy_server.queue(trainer_graph(served_setup, "etc_runs/straight", has_loss_graph),
+                                       client_id=watcher.client_id)
+        deadline = time.time() + 900
+        while prompt_id not in comfy_server.get(f"/history/{prompt_id}") and time.time() < deadline:
+            children |= {child.pid for child in server.children(recursive=True)}
+            time.sleep(0.05)
+        outputs = comfy_server.wait(prompt_id, timeout=60)
+        time.sleep(0.5)  # the last websocket messages
+    finally:
+        watcher.close()
+    return outputs, watcher, children, has_loss_graph
+
+
+def test_the_node_trains_in_the_server_process_and_returns_export_curve_and_losses(comfy_server, served_setup,
+                                                                                   straight_run):
+    outputs, _, children, has_loss_graph = straight_run
+    run = comfy_server.output_path("etc_runs", "straight")
+    assert children == set()  # no accelerate, no torchrun, no worker
+    assert outputs["train"]["text"] == [f"{MAX_STEPS} steps -> {run}/final"]
+    curve = load_file(comfy_server.output_path("curve_straight.safetensors"))["image"]
+    assert curve.shape == (1, 320, 640, 3) and curve.min() < 0.5  # a line was drawn
+    losses = _final_state(run)["losses"]
+    assert len(losses) == MAX_STEPS and all(loss > 0 for loss in losses)
+    with open(os.path.join(run, "launch_config.json")) as f:  # what a terminal run would continue from
+        assert json.load(f)["output_dir"] == run
+    if has_loss_graph:
+        assert outputs["plot"]["images"], outputs["plot"]
+    with pytest.raises(PromptError, match="holds a different run"):
+        comfy_server.run(trainer_graph(served_setup, "etc_runs/straight", lr=5e-4))
+
+
+def test_progress_and_loss_curve_previews_reach_the_websocket(straight_run):
+    _, watcher, _, _ = straight_run
+    progress = watcher.progress("train")
+    assert progress[-1] == (MAX_STEPS, MAX_STEPS)
+    assert [value for value, _ in progress] == sorted(value for value, _ in progress)
+    previews = watcher.previews()
+    assert previews, "no preview image"
+    kind, data = previews[-1]
+    image = Image.open(io.BytesIO(data))
+    assert kind == "PNG" and image.size == (640, 320)
+    assert np.asarray(image.convert("L")).min() < 128  # the curve, not a blank picture
+
+
+def test_cancel_stops_with_a_checkpoint_the_queue_goes_on_and_resume_is_bit_equal(comfy_server, served_setup,
+                                                                                  straight_run):
+    run = comfy_server.output_path("etc_runs", "cancelled")
+    watcher = Watcher(comfy_server.url)
+    try:
+        prompt_id = comfy_server.queue(trainer_graph(served_setup, "etc_runs/cancelled"), client_id=watcher.client_id)
+        deadline = time.time() + 600
+        while not watcher.progress("train") and time.time() < deadline:
+            time.sleep(0.02)
+        comfy_server.post("/interrupt")
+        while prompt_id not in comfy_server.get(f"/history/{prompt_id}") and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        watcher.close()
+    status = comfy_server.get(f"/history/{prompt_id}")[prompt_id]["status"]
+    assert "execution_interrupted" in [message[0] for message in status["messages"]]
+    checkpoints = sorted(name for name in os.listdir(run) if name.startswith("checkpoint-"))
+    assert len(checkpoints) == 1 and not checkpoints[0].endswith(".partial")
+    stopped = int(checkpoints[0].split("-")[1])
+    assert 1 <= stopped < MAX_STEPS
+    assert sorted(os.listdir(os.path.join(run, checkpoints[0]))) == [
+        "model.safetensors", "optimizer.safetensors", "rng_0.safetensors", "trainer_state.json"]
+
+    outputs = comfy_server.run(trainer_graph(served_setup, "etc_runs/cancelled", resume=True), timeout=900)
+    assert outputs["train"]["text"] == [f"{MAX_STEPS} steps -> {run}/final"]
+    straight = comfy_server.output_path("etc_runs", "straight")
+    assert _final_state(run)["losses"] == _final_state(straight)["losses"]
+    a, b = _export(straight), _export(run)
+    assert a.keys() == b.keys() and [k for k in a if not a[k].equal(b[k])] == []
