@@ -14,9 +14,10 @@ import tempfile
 
 import torch
 
-from .vae import load_vae
+from .vae import SAFE_LOAD, load_vae
 
 DIFFUSERS_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+WEIGHT_PARTS = ("unet", "vae", "text_encoder")
 UNET, VAE, TEXT = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.model."
 MERGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "clip_bpe_merges.txt.gz")
 # SD 2.x's training schedule (the scheduler config of stabilityai/stable-diffusion-2-1 and -2-1-base).
@@ -47,6 +48,11 @@ def check_pretrained(path: str) -> str:
         if missing:
             raise PretrainedError(f"pretrained {path} is a folder but not a diffusers model (no {missing[0]}/); "
                                   "give an SD 2.x .safetensors checkpoint or a diffusers folder")
+        pickled = [p for p in WEIGHT_PARTS if not any(f.endswith(".safetensors")
+                                                      for f in os.listdir(os.path.join(path, p)))]
+        if pickled:
+            raise PretrainedError(f"pretrained {path}: {pickled[0]}/ has no .safetensors weights (pickled .bin files "
+                                  "are not loaded); convert the model to safetensors")
         return "diffusers"
     if os.path.isfile(path):
         if not path.endswith(".safetensors"):
@@ -191,9 +197,8 @@ def load_models(path: str):
         return load_single_file(path)
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
-    load = dict(local_files_only=True)
-    return (UNet2DConditionModel.from_pretrained(path, subfolder="unet", **load),
+    return (UNet2DConditionModel.from_pretrained(path, subfolder="unet", **SAFE_LOAD),
             load_vae(os.path.join(path, "vae")),
-            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **load),
-            CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **load),
-            DDPMScheduler.from_pretrained(path, subfolder="scheduler", **load))
+            CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **SAFE_LOAD),
+            CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", local_files_only=True),
+            DDPMScheduler.from_pretrained(path, subfolder="scheduler", local_files_only=True))

@@ -5,6 +5,9 @@ import os
 
 import torch
 
+# Folders under ComfyUI's models/ may come from anyone: weights only from .safetensors, never a pickled .bin
+SAFE_LOAD = {"local_files_only": True, "use_safetensors": True}
+
 
 class TinyVAEPosterior(torch.nn.Module):
     """``AutoencoderTiny`` behind the ``AutoencoderKL`` interface the trainer uses: ``encode(x).latent_dist``
@@ -28,5 +31,5 @@ def load_vae(folder: str):
     with open(os.path.join(folder, "config.json")) as f:
         kind = json.load(f).get("_class_name")
     if kind == "AutoencoderTiny":
-        return TinyVAEPosterior(AutoencoderTiny.from_pretrained(folder, local_files_only=True))
-    return AutoencoderKL.from_pretrained(folder, local_files_only=True)
+        return TinyVAEPosterior(AutoencoderTiny.from_pretrained(folder, **SAFE_LOAD))
+    return AutoencoderKL.from_pretrained(folder, **SAFE_LOAD)

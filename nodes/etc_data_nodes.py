@@ -5,6 +5,7 @@ Paths follow nodes/paths.py: the manifest under input/ or models/, the CLIP by n
 import os
 
 from ..etc_core.manifest import read_manifest
+from ..etc_core.vae import SAFE_LOAD
 from ..etc_core.video_filter import check_filter_output, filter_videos
 from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path
 
@@ -41,7 +42,7 @@ class ETCVideoFilter:
         clip_path = clip_folder(clip)
         entries, _ = read_manifest(manifest, "video", allowed_roots())
         check_filter_output(output)
-        model = CLIPModel.from_pretrained(clip_path, local_files_only=True).eval()
+        model = CLIPModel.from_pretrained(clip_path, **SAFE_LOAD).eval()
         processor = CLIPProcessor.from_pretrained(clip_path, local_files_only=True)
         os.makedirs(os.path.dirname(output), exist_ok=True)
         bar = comfy.utils.ProgressBar(len(entries))

@@ -213,15 +213,15 @@ class ComfyServer:
         with urllib.request.urlopen(request, timeout=60) as r:
             return r.read()
 
-    def upload(self, name: str, data: bytes, kind: str = "input") -> dict:
+    def upload(self, name: str, data: bytes, kind: str = "input", subfolder: str = "") -> dict:
         """What anyone who reaches the port can do: POST /upload/image puts any bytes under any name."""
         boundary = uuid.uuid4().hex
+        field = f'--{boundary}\r\nContent-Disposition: form-data; name="{{}}"\r\n\r\n{{}}\r\n'
         body = b"".join([f"--{boundary}\r\n".encode(),
                          f'Content-Disposition: form-data; name="image"; filename="{name}"\r\n'.encode(),
                          b"Content-Type: application/octet-stream\r\n\r\n", data, b"\r\n",
-                         f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\n{kind}\r\n'.encode(),
-                         f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'
-                         f"--{boundary}--\r\n".encode()])
+                         field.format("type", kind).encode(), field.format("subfolder", subfolder).encode(),
+                         field.format("overwrite", "true").encode(), f"--{boundary}--\r\n".encode()])
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         return json.loads(self.post("/upload/image", body, headers))
 

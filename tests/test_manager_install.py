@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(
     reason="comfyui-manager 4.x (the registry's) needs ComfyUI >= 0.3; run with COMFYUI_PATH=<current ComfyUI>")
 PACK_NODES = {"VCUTPatchSVD", "VCUTGuidanceCutoff", "ETCEmptyGridLatent", "ETCGridPackLatent", "ETCGridUnpackLatent",
               "ETCGridPackImage", "ETCGridUnpackImage", "ETCMixedEmbedding", "ETCFPSConditioning", "ETCSampler",
-              "ETCSaveVideo", "ETCVideoFilter", "ETCTrainer"}
+              "ETCSaveVideo", "ETCVideoFilter", "ETCTrainer", "ETCTrainCommand"}
 
 
 @pytest.fixture

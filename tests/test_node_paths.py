@@ -122,7 +122,7 @@ def test_a_run_refused_as_a_different_run_keeps_its_files(instance):
     assert tree_digest(*_folders(server, victim)) == before
 
 
-def test_training_process_errors_reach_the_node_as_one_line(instance):
+def test_training_errors_reach_the_node_as_one_line(instance):
     server, victim = instance
     folder = os.path.join(server.base, "input", "clips_with_a_broken_one")
     shutil.copytree(os.path.join(server.base, "input", "etc_data"), folder,
@@ -136,5 +136,5 @@ def test_training_process_errors_reach_the_node_as_one_line(instance):
         f.write("broken")
     message, _ = refusal(server, _trainer(video_manifest="clips_with_a_broken_one", skip_unreadable=False,
                                           output_dir="etc_runs/strict"), timeout=600)
-    assert message == (f"training failed: error: 1 unreadable or uncaptioned files left out: {folder}/broken.mp4 "
-                       "(cannot open as a video); fix or remove them, or set skip_unreadable")
+    assert message == (f"1 unreadable or uncaptioned files left out: {folder}/broken.mp4 (cannot open as a video); "
+                       "fix or remove them, or set skip_unreadable")

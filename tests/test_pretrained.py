@@ -92,7 +92,7 @@ def test_trainer_node_trains_from_a_checkpoint_by_name_and_a_folder_of_clips(com
     inputs = dict(pretrained="tiny_sd2.safetensors", output_dir="etc_runs/from_checkpoint", video_manifest="my_clips",
                   image_manifest="", label_folder="", frames=4, layout="2x2", resolution=32, lr=1e-3, batch_size=1,
                   gradient_accumulation_steps=1, max_steps=2, checkpoint_every=2, mixed_precision="no",
-                  gradient_checkpointing=False, seed=3, resume=False, num_processes=1)
+                  gradient_checkpointing=False, seed=3, resume=False)
     outputs = comfy_server.run({"train": {"class_type": "ETCTrainer", "inputs": inputs}}, timeout=900)
     run = comfy_server.output_path("etc_runs", "from_checkpoint")
     assert outputs["train"]["text"] == [f"2 steps -> {run}/final"]

@@ -94,6 +94,18 @@ def test_unreadable_files_are_probed_up_front_skipped_and_named(setup, tmp_path,
     assert (code, lines) == (2, [f"error: 1 unreadable or uncaptioned files left out: {broken_data}/gone.mp4 "
                                  "(missing); fix or remove them, or set skip_unreadable"])
     assert not (tmp_path / "strict").exists()
+    with open(out / "skipped_files.txt") as f:  # the run folder says what the run never saw
+        assert f.read() == f"{broken_data}/broken.mp4\tcannot open as a video\n{broken_data}/gone.mp4\tmissing\n"
+
+
+def test_a_manifest_whose_only_video_is_missing_is_refused_naming_it(setup, tmp_path, capsys):
+    only = tmp_path / "only.jsonl"
+    only.write_text('{"video": "gone.mp4", "caption": "gone"}\n')
+    values = _values(setup, tmp_path / "run", video_manifest=str(only), image_manifest=None, label_folder=None)
+    code, lines = _train(tmp_path, values, capsys)
+    assert code == 2 and lines[-1].startswith(f"error: no readable training data with a ratio above 0 (1 unreadable "
+                                              f"or uncaptioned files left out: {tmp_path}/gone.mp4 (missing)): ")
+    assert not (tmp_path / "run").exists()
 
 
 def test_folder_datasets_with_same_name_captions(setup, tmp_path, capsys):

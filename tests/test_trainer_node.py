@@ -1,10 +1,14 @@
 """ETCTrainer inside a real ComfyUI server: it trains in the server's process (no child process), reports
 progress with a live loss-curve preview over the websocket, stops on Cancel with a checkpoint while the
 queue goes on, and a resumed run ends bit-equal to an uninterrupted one."""
+import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -13,7 +17,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from comfy_host import PromptError
+from comfy_host import REPO, PromptError
 from ws_watch import Watcher
 
 MAX_STEPS = 12
@@ -134,3 +138,41 @@ def test_cancel_stops_with_a_checkpoint_the_queue_goes_on_and_resume_is_bit_equa
     assert _final_state(run)["losses"] == _final_state(straight)["losses"]
     a, b = _export(straight), _export(run)
     assert a.keys() == b.keys() and [k for k in a if not a[k].equal(b[k])] == []
+
+
+def test_train_command_writes_the_config_and_a_line_a_terminal_runs(comfy_server, served_setup):
+    """ETCTrainCommand starts nothing: it writes the checked config and returns the launch line; the line,
+    run as a terminal runs it, trains; a config changed after the line was made is refused."""
+    graph = trainer_graph(served_setup, "etc_runs/terminal", max_steps=2, checkpoint_every=2)
+    node = dict(graph["train"], class_type="ETCTrainCommand")
+    node["inputs"] = dict(node["inputs"], num_processes=1, deepspeed=False)
+    line = comfy_server.run({"cmd": node})["cmd"]["text"][0]
+    run = comfy_server.output_path("etc_runs", "terminal")
+    folder, launch = line.split(" && ")
+    assert folder.startswith("cd ") and os.path.realpath(shlex.split(folder)[1]) == REPO
+    arguments = shlex.split(launch)
+    assert arguments[:2] == ["accelerate", "launch"]
+    config = arguments[arguments.index("--config") + 1]
+    digest = arguments[arguments.index("--config-sha256") + 1]
+    assert config == f"{run}/launch_config.json"
+    with open(config, "rb") as f:
+        assert hashlib.sha256(f.read()).hexdigest() == digest
+    assert sorted(os.listdir(run)) == ["launch_config.json", "run.json"]  # checked and written, nothing trained
+
+    env = dict(os.environ, PYTHONPATH=REPO, ACCELERATE_USE_CPU="true")
+    terminal = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *arguments[2:]], cwd=REPO,
+                              env=env, capture_output=True, text=True, timeout=600)
+    assert terminal.returncode == 0, terminal.stderr[-3000:]
+    assert os.path.exists(f"{run}/final/etc_fps.safetensors")
+
+    with open(config) as f:
+        changed = json.load(f)
+    changed["max_steps"] = 3
+    with open(config, "w") as f:
+        json.dump(changed, f)
+    tampered = subprocess.run([sys.executable, "-m", "etc_core.train", *arguments[arguments.index("--config"):],
+                               "--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert tampered.returncode == 2
+    assert tampered.stderr.strip().splitlines()[-1] == (f"error: the config {config} changed since its launch line "
+                                                        "was made (sha256 differs); make the line again and check "
+                                                        "the file")

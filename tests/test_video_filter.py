@@ -6,28 +6,20 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+from transformers import CLIPModel, CLIPProcessor
 
 from etc_core import video_filter
 from etc_core.filter import main as filter_main
 from etc_core.video_io import write_video
 from node_checks import refusal, tree_digest
-from tiny_diffusers import clip_tokenizer
+from tiny_diffusers import write_tiny_clip
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     """A tiny CLIP saved in transformers format (BPE vocabulary: the one ComfyUI ships)."""
     path = str(tmp_path_factory.mktemp("clip"))
-    torch.manual_seed(0)
-    config = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-                                     "num_attention_heads": 2, "max_position_embeddings": 77},
-                        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
-                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-                        projection_dim=16)
-    CLIPModel(config).save_pretrained(path)
-    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
-                  tokenizer=clip_tokenizer()).save_pretrained(path)
+    write_tiny_clip(path)
     return path
 
 

@@ -149,3 +149,18 @@ def write_tiny_sd2_checkpoint(path: str, folder: str, v_prediction: bool = False
         sd[probe] = torch.randn(sd[probe].shape, generator=torch.Generator().manual_seed(1)) * 0.2
     save_file({k: v.detach().half().contiguous() for k, v in sd.items()}, path)
     return path
+
+
+def write_tiny_clip(path: str) -> str:
+    """A tiny CLIP saved in transformers format (BPE vocabulary: the one ComfyUI ships), for the video filter."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                                     "num_attention_heads": 2, "max_position_embeddings": 77},
+                        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+                        projection_dim=16)
+    CLIPModel(config).save_pretrained(path)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
+                  tokenizer=clip_tokenizer()).save_pretrained(path)
+    return path
