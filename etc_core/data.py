@@ -221,5 +221,5 @@ class TripleData:
     def batch(self, indices) -> dict:
         samples = [self.sample(i) for i in indices]
         return {"pixels": torch.stack([s["pixels"] for s in samples]), "captions": [s["caption"] for s in samples],
-                "fps": torch.tensor([s["fps"] for s in samples]), "kinds": [s["kind"] for s in samples],
+                "fps": torch.tensor([s["fps"] for s in samples]),
                 "keys": [key for s in samples for key in s["keys"]]}

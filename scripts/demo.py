@@ -15,6 +15,7 @@ Everything lands in demo_output/ (summary.md, summary.json).
 """
 import argparse
 import glob
+import hashlib
 import json
 import os
 import platform
@@ -104,15 +105,53 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
             "captions": data["captions"]}
 
 
+ETC_FOLDERS = {"unet": "unet", "fps": "etc", "clip": "clip", "vae": "vae"}  # file -> folder under models/
+
+
+def etc_file_names(name: str) -> dict:
+    return {"unet": f"{name}_unet.safetensors", "fps": f"{name}_fps.safetensors",
+            "clip": f"{name}_text_encoder.safetensors", "vae": f"{name}_taesd.safetensors"}
+
+
 def install_etc(model: dict, base: str, name: str = "etc_demo") -> dict:
     """Put the ETC files where ComfyUI's stock loaders look; returns the file names per loader."""
     from etc_core import tiny_base
-    files = {"unet": f"{name}_unet.safetensors", "fps": f"{name}_fps.safetensors",
-             "clip": f"{name}_text_encoder.safetensors", "vae": f"{name}_taesd.safetensors"}
+    files = etc_file_names(name)
     shutil.copy(model["unet"], os.path.join(base, "models", "unet", files["unet"]))
     shutil.copy(model["fps"], os.path.join(base, "models", "etc", files["fps"]))
     tiny_base.save_comfyui_text_encoder(os.path.join(base, "models", "clip", files["clip"]), model["text_encoder"])
     tiny_base.save_comfyui_vae(os.path.join(base, "models", "vae", files["vae"]), model["vae"])
+    return files
+
+
+def training_key() -> str:
+    """What the demo's trained model depends on: this script (its settings), the pack's code, the host's
+    CLIP tokenizer files, torch and the training precision."""
+    import torch
+    digest = hashlib.sha256(f"{torch.__version__} {cpu_precision()}".encode())
+    tokenizer = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")
+    for path in sorted(glob.glob(os.path.join(REPO, "etc_core", "**", "*.py"), recursive=True) + [__file__] +
+                       glob.glob(os.path.join(tokenizer, "*"))):
+        with open(path, "rb") as f:
+            digest.update(os.path.relpath(path, REPO).encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+def cached_etc(cache: str, base: str, name: str = "etc_test") -> dict:
+    """``install_etc(train_etc(...))`` into ``base``, trained once per :func:`training_key`: the installed files
+    are kept under ``cache``, so the test pass on the second ComfyUI host reuses the model."""
+    folder = os.path.join(cache, training_key())
+    if not os.path.isdir(folder):
+        staging = folder + ".partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        for sub in ETC_FOLDERS.values():
+            os.makedirs(os.path.join(staging, "models", sub))
+        install_etc(train_etc(os.path.join(staging, "train")), staging, name)
+        shutil.rmtree(os.path.join(staging, "train"))
+        os.replace(staging, folder)
+    files = etc_file_names(name)
+    for kind, sub in ETC_FOLDERS.items():
+        shutil.copy(os.path.join(folder, "models", sub, files[kind]), os.path.join(base, "models", sub))
     return files
 
 

@@ -1,4 +1,3 @@
-import functools
 import os
 import shutil
 import sys
@@ -11,9 +10,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from comfy_host import ComfyServer  # noqa: E402
 
-# A test runs ComfyUI when it uses a server fixture or its module starts a host itself.
+# A test runs ComfyUI when it uses a server fixture (marked here) or carries the comfyui marker itself.
 HOST_FIXTURES = {"comfy_server", "fresh_server"}
-HOST_NAMES = ("ComfyServer", "InProcessComfy", "comfyui_path")
 # One pass peaked at 9 GB of test models in pytest's temp folder (2024 host, November 2026).
 NEEDED_FREE_GB = 12
 
@@ -28,24 +26,17 @@ def pytest_sessionstart(session):
                                 "free some space, or point PYTEST_DEBUG_TEMPROOT at a larger disk")
 
 
-@functools.lru_cache(maxsize=None)
-def _module_starts_a_host(path: str) -> bool:
-    with open(path) as f:
-        source = f.read()
-    return any(name in source for name in HOST_NAMES)
-
-
-def _runs_comfyui(item) -> bool:
-    return bool(HOST_FIXTURES & set(item.fixturenames)) or _module_starts_a_host(item.module.__file__)
-
-
 def pytest_collection_modifyitems(config, items):
-    """ETCVCUT_ONLY_HOST_TESTS=1 (scripts/test.sh's second host): tests that run no ComfyUI give the same
-    result on every host, so they are skipped there after running with the first host."""
+    """Tests that use a server fixture get the ``comfyui`` marker. ETCVCUT_ONLY_HOST_TESTS=1 (scripts/test.sh's
+    second host): tests without it give the same result on every host, so they are skipped there after
+    running with the first host."""
+    for item in items:
+        if HOST_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.comfyui)
     if os.environ.get("ETCVCUT_ONLY_HOST_TESTS"):
         skip = pytest.mark.skip(reason="runs no ComfyUI; it ran with the first host")
         for item in items:
-            if not _runs_comfyui(item):
+            if item.get_closest_marker("comfyui") is None:
                 item.add_marker(skip)
 
 

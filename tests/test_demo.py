@@ -17,9 +17,9 @@ SEEDS = 10
 
 
 @pytest.fixture(scope="module")
-def etc_files(comfy_server, tmp_path_factory):
-    model = demo.train_etc(str(tmp_path_factory.mktemp("etc")))  # the demo's own budget
-    return demo.install_etc(model, comfy_server.base, name="etc_test")
+def etc_files(comfy_server):
+    """The demo's model at the demo's own budget, trained once for both host passes (.cache/demo_model)."""
+    return demo.cached_etc(os.path.join(demo.REPO, ".cache", "demo_model"), comfy_server.base)
 
 
 def _directions(comfy_server, files, caption):

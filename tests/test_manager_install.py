@@ -13,9 +13,9 @@ import pytest
 from comfy_host import REPO, ComfyServer, comfyui_path, free_port
 
 pytest.importorskip("cm_cli", reason="pip install comfyui-manager (requirements-test.txt has it)")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(
     not os.path.exists(os.path.join(comfyui_path(), "utils", "extra_config.py")),
-    reason="comfyui-manager 4.x (the registry's) needs ComfyUI >= 0.3; run with COMFYUI_PATH=<current ComfyUI>")
+    reason="comfyui-manager 4.x (the registry's) needs ComfyUI >= 0.3; run with COMFYUI_PATH=<current ComfyUI>")]
 PACK_NODES = {"VCUTPatchSVD", "VCUTGuidanceCutoff", "ETCEmptyGridLatent", "ETCGridPackLatent", "ETCGridUnpackLatent",
               "ETCGridPackImage", "ETCGridUnpackImage", "ETCMixedEmbedding", "ETCFPSConditioning", "ETCSampler",
               "ETCSaveVideo", "ETCVideoFilter", "ETCTrainer", "ETCTrainCommand"}
