@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
@@ -28,11 +27,10 @@ import torch
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.join(HERE, ".."), os.path.join(HERE, "..", "tests")]
-from etc_core import boundary_error_rate, pack  # noqa: E402
-from etc_core.train import ETCTrainer, TrainConfig  # noqa: E402
-from etc_core.video_io import write_video  # noqa: E402
-from tiny_diffusers import write_tiny_sd  # noqa: E402
+from etc_core import boundary_error_rate, pack
+from etc_core.train import ETCTrainer, TrainConfig
+from etc_core.video_io import write_video
+from etc_vcut_dev.tiny_diffusers import write_tiny_sd
 
 COLORS = {"red": (230, 40, 40), "green": (40, 230, 40), "blue": (40, 40, 230), "yellow": (230, 230, 40)}
 FRAMES, LAYOUT, SIZE = 16, "4x4", 32

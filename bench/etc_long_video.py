@@ -7,15 +7,13 @@ VmHWM (peak resident memory) on a CPU, or torch's peak allocation on a GPU host.
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from comfy_host import ComfyServer  # noqa: E402
-from graphs import etc_graph  # noqa: E402
+from etc_vcut_dev.comfy_host import ComfyServer
+from etc_vcut_dev.graphs import etc_graph
 
 CASES = [("long video", 256, 256, 160, "16x16"), ("high resolution", 16, 512, 320, "4x4")]
 

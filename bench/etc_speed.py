@@ -19,7 +19,7 @@ import torch
 from diffusers import UNet2DConditionModel, UNet3DConditionModel
 
 from etc_core import FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, parse_layout
-from timing import median_seconds
+from etc_vcut_dev.timing import median_seconds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SD21 = dict(sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True,

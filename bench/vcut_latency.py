@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 
 import torch
 from PIL import Image
@@ -21,9 +20,8 @@ from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, Sta
                        UNetSpatioTemporalConditionModel)
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import vcut_core  # noqa: E402
-from timing import median_seconds  # noqa: E402
+import vcut_core
+from etc_vcut_dev.timing import median_seconds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = 25

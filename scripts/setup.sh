@@ -11,13 +11,16 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # DeepSpeed (the trainer's ZeRO-2 test) is a source package whose build imports torch: no build isolation.
 "${PIP[@]}" setuptools wheel
 DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+# The pack (etc_core, vcut_core) and the development package (dev/: test hosts, tiny models, demo, client),
+# editable: scripts/, tests/ and bench/ import them the normal way.
+"${PIP[@]}" --no-deps --no-build-isolation -e . -e dev
 host_requirements() {
   # The host's own requirements; torch stays as installed (a second torch build breaks imports).
   mkdir -p .cache
   grep -vE '^\s*(torch|torchvision|torchaudio)\s*$' "$1/requirements.txt" > .cache/host-requirements.txt
   "${PIP[@]}" -r .cache/host-requirements.txt
 }
-show_host='import sys; sys.path.insert(0, "tests"); import comfy_host; print("ComfyUI host:", comfy_host.comfyui_path())'
+show_host='from etc_vcut_dev import comfy_host; print("ComfyUI host:", comfy_host.comfyui_path())'
 if [ -n "${COMFYUI_PATH:-}" ]; then
   host_requirements "$COMFYUI_PATH"
   .venv/bin/python -c "$show_host"

@@ -1,14 +1,11 @@
 import os
 import shutil
-import sys
 import tempfile
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from comfy_host import ComfyServer  # noqa: E402
+from etc_vcut_dev.comfy_host import ComfyServer
 
 # A test runs ComfyUI when it uses a server fixture (marked here) or carries the comfyui marker itself.
 HOST_FIXTURES = {"comfy_server", "fresh_server"}
@@ -52,7 +49,7 @@ def comfy_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def setup(tmp_path_factory):
     """(tiny diffusers SD folder, {video_manifest, image_manifest, label_folder}) for the trainer tests."""
-    from tiny_diffusers import write_synthetic_data, write_tiny_sd
+    from etc_vcut_dev.tiny_diffusers import write_synthetic_data, write_tiny_sd
     root = tmp_path_factory.mktemp("train")
     return str(write_tiny_sd(str(root / "sd"))), write_synthetic_data(str(root / "data"))
 
@@ -60,6 +57,6 @@ def setup(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sd2_checkpoint(tmp_path_factory):
     """(one SD 2.x .safetensors file as ComfyUI keeps it, the tiny diffusers folder it was made from)."""
-    from tiny_diffusers import write_tiny_sd2_checkpoint
+    from etc_vcut_dev.tiny_diffusers import write_tiny_sd2_checkpoint
     root = tmp_path_factory.mktemp("sd2_file")
     return write_tiny_sd2_checkpoint(str(root / "tiny_sd2.safetensors"), str(root / "source")), str(root / "source")

@@ -5,14 +5,12 @@ thumbnail next to each workflow for ComfyUI's template browser), else to tmp."""
 import glob
 import json
 import os
-import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
-from browser import CHROMIUM, FIT_GRAPH, frontend_page  # noqa: E402
-from workflow_format import renumber  # noqa: E402
+from etc_vcut_dev.browser import CHROMIUM, FIT_GRAPH, frontend_page
+from etc_vcut_dev.workflow_format import renumber
 
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")

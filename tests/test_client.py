@@ -1,13 +1,11 @@
 """scripts/queue_workflow.py against the real server: success, server down, invalid graph."""
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
-import queue_workflow  # noqa: E402
-from comfy_host import free_port  # noqa: E402
-from graphs import svd_graph  # noqa: E402
+from etc_vcut_dev import client as queue_workflow
+from etc_vcut_dev.comfy_host import free_port
+from etc_vcut_dev.graphs import svd_graph
 
 
 def _write(tmp_path, prompt):

@@ -2,16 +2,14 @@
 folders, stock UNet/CLIP/VAE loaders and ETCSampler over the HTTP API. The sampled videos (not the
 training data) are read back with the square tracker."""
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-import demo  # noqa: E402
-from browser import ADVANCED, CHROMIUM, PLAY, frontend_page, view_url  # noqa: E402
-from etc_core import synthetic  # noqa: E402
+from etc_vcut_dev import demo
+from etc_vcut_dev.browser import ADVANCED, CHROMIUM, PLAY, frontend_page, view_url
+from etc_vcut_dev import synthetic
 
 SEEDS = 10
 
@@ -45,7 +43,7 @@ def test_tracker_reads_each_direction_and_rejects_two_squares():
 
 def test_constructed_vae_keeps_the_motion_of_the_training_clips(tmp_path):
     """The decoded frames are coarse (8x8 blocks), but the tracker still reads the clips' directions."""
-    from etc_core import tiny_base
+    from etc_vcut_dev import tiny_base
     from etc_core.data import TripleData
     data = synthetic.write_square_set(str(tmp_path), demo.FRAMES)
     assert synthetic.caption(*demo.HELD_OUT) not in data["captions"] and len(data["captions"]) == 15

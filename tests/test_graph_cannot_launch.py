@@ -12,8 +12,8 @@ import time
 import psutil
 import pytest
 
-from comfy_host import PromptError
-from tiny_diffusers import write_tiny_clip
+from etc_vcut_dev.comfy_host import PromptError
+from etc_vcut_dev.tiny_diffusers import write_tiny_clip
 
 YAML = "accelerate.yaml"
 TINY_RUN = dict(pretrained="diffusers/train-sd", frames=4, layout="2x2", resolution=32, max_steps=1,

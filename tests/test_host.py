@@ -2,7 +2,7 @@
 import torch
 from safetensors.torch import load_file
 
-from graphs import svd_graph
+from etc_vcut_dev.graphs import svd_graph
 
 
 
@@ -38,7 +38,7 @@ def test_pack_loads_without_import_error(comfy_server):
 
 def test_in_process_executor_matches_server(comfy_server, tmp_path):
     """The same graph through ComfyUI's PromptExecutor in this process gives the server's latent."""
-    from inprocess import InProcessComfy
+    from etc_vcut_dev.inprocess import InProcessComfy
     host = InProcessComfy(str(tmp_path))
     host.run(svd_graph(prefix="inproc", vcut=("linear", "drop"), cutoff=2))
     comfy_server.run(svd_graph(prefix="inproc", vcut=("linear", "drop"), cutoff=2))

@@ -124,7 +124,7 @@ def test_lora_export_loads_with_the_stock_lora_loader_onto_the_checkpoint(comfy_
 def test_two_processes_train_the_lora_as_one_process_with_accumulation(setup, tmp_path, monkeypatch):
     """Data-parallel LoRA through the launcher (accelerate, gloo on the CPU) ends bit-equal to one process
     with 2 accumulation steps, as the full fine-tune does."""
-    from accelerate_launch import TrainingProcess
+    from etc_vcut_dev.accelerate_launch import TrainingProcess
     from test_train import _assert_same_run, _final_weights
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from comfy_host import REPO, ComfyServer, comfyui_path, free_port
+from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path, free_port
 
 pytest.importorskip("cm_cli", reason="pip install comfyui-manager (requirements-test.txt has it)")
 pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(

@@ -38,7 +38,7 @@ def test_prediction_type_is_read_from_the_file_as_comfyui_reads_it(sd2_checkpoin
 
 
 def test_the_shipped_tokenizer_is_clips(sd2_checkpoint):
-    from tiny_diffusers import clip_tokenizer as comfyui_tokenizer
+    from etc_vcut_dev.tiny_diffusers import clip_tokenizer as comfyui_tokenizer
     ours, reference = clip_tokenizer(), comfyui_tokenizer()  # the second from ComfyUI's own vocabulary files
     assert ours.get_vocab() == reference.get_vocab()
     text = "A photograph of an astronaut riding a horse, 4k, trending on artstation"

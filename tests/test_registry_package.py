@@ -24,7 +24,7 @@ except ImportError:  # Python 3.10: comfy-cli's own TOML parser
 
 REPO = Path(__file__).resolve().parents[1]
 # Kept out of the zip by .comfyignore (they stay in the repository).
-LEFT_OUT = ("tests", "scripts", "bench", "docs", ".ci")
+LEFT_OUT = ("tests", "dev", "scripts", "bench", "docs", ".ci")
 SHIPPED_FILES = ("__init__.py", "pyproject.toml", "LICENSE", "README.md", "requirements.txt")
 SHIPPED_FOLDERS = ("nodes", "etc_core", "vcut_core", "workflows", "example_workflows")
 CLI_TIMEOUT_S = 120

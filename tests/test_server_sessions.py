@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from comfy_host import ComfyServer
+from etc_vcut_dev.comfy_host import ComfyServer
 from etc_core import FPSEmbedding, save_fps_module
-from graphs import etc_graph, etc_patch_graph, recorded_events, svd_graph, unet_calls
+from etc_vcut_dev.graphs import etc_graph, etc_patch_graph, recorded_events, svd_graph, unet_calls
 
 TINY_SD2 = "sd-unet:in=4,ch=32,temb=128"
 

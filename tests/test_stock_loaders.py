@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from graphs import etc_graph, svd_graph
+from etc_vcut_dev.graphs import etc_graph, svd_graph
 
 
 @pytest.fixture(scope="module")

@@ -146,7 +146,7 @@ def test_exported_unet_loads_in_comfyui_and_samples_with_etc_nodes(comfy_server,
     import shutil
 
     from safetensors.torch import load_file
-    from tiny_diffusers import write_synthetic_data, write_tiny_sd
+    from etc_vcut_dev.tiny_diffusers import write_synthetic_data, write_tiny_sd
     pretrained = write_tiny_sd(str(tmp_path / "sd"), sd_layout=True)
     data = write_synthetic_data(str(tmp_path / "data"))
     config = TrainConfig(pretrained=pretrained, output_dir=str(tmp_path / "run"), frames=4, layout="2x2",
@@ -243,7 +243,7 @@ def test_two_processes_through_the_launcher_equal_one_process_with_accumulation(
     """A real data-parallel run (accelerate launch --multi_gpu, torch.distributed over gloo on the CPU),
     stopped by SIGTERM part way and resumed: gradients are averaged across the ranks, both ranks stop
     at the same step with one checkpoint, and the run ends where one process with 2 accumulation steps does."""
-    from accelerate_launch import TrainingProcess
+    from etc_vcut_dev.accelerate_launch import TrainingProcess
     config = _config(setup, tmp_path / "ddp", checkpoint_every=6).__dict__
     run = TrainingProcess(config, num_processes=2)
     while run.running() and run.step < 2:
@@ -265,7 +265,7 @@ def test_two_processes_through_the_launcher_equal_one_process_with_accumulation(
 def test_two_machines_from_accelerate_config_files(setup, tmp_path, accumulated_reference, one_thread_per_process):
     """Multi-node: two launches with accelerate config files (num_machines 2, machine_rank 0 and 1, one
     process each) meet over TCP on the loopback and train as one run."""
-    from accelerate_launch import TrainingProcess
+    from etc_vcut_dev.accelerate_launch import TrainingProcess
     port = _free_port()
     config = _config(setup, tmp_path / "nodes", checkpoint_every=6).__dict__
     runs = []
@@ -288,7 +288,7 @@ def test_deepspeed_zero2_offload_from_the_repository_config(setup, tmp_path, one
     deepspeed = pytest.importorskip("deepspeed")
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
-    from accelerate_launch import TrainingProcess
+    from etc_vcut_dev.accelerate_launch import TrainingProcess
     launch = dict(deepspeed=True, num_processes=2)  # the line ETCTrainCommand gives with deepspeed on
     straight_config = _config(setup, tmp_path / "straight", mixed_precision="bf16", max_steps=4,
                               checkpoint_every=4).__dict__

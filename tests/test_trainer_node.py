@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from comfy_host import REPO, PromptError
-from ws_watch import Watcher
+from etc_vcut_dev.comfy_host import REPO, PromptError
+from etc_vcut_dev.ws_watch import Watcher
 
 MAX_STEPS = 12
 

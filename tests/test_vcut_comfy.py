@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from graphs import svd_graph, unet_calls
+from etc_vcut_dev.graphs import svd_graph, unet_calls
 
 STEPS = 6
 

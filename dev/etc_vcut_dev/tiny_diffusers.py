@@ -4,7 +4,7 @@ import os
 import numpy as np
 import torch
 
-from comfy_host import comfyui_path
+from etc_vcut_dev.comfy_host import comfyui_path
 
 
 def clip_tokenizer():
@@ -23,7 +23,7 @@ def write_tiny_sd(path: str, prediction_type: str = "epsilon", sd_layout: bool =
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(0)
     if sd_layout:
-        from etc_core.tiny_base import UNET_CONFIG
+        from etc_vcut_dev.tiny_base import UNET_CONFIG
         unet = UNet2DConditionModel(**UNET_CONFIG)
     else:
         unet = UNet2DConditionModel(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,

@@ -5,7 +5,7 @@ import os
 import sys
 import uuid
 
-from comfy_host import PromptError, comfyui_path, make_instance
+from etc_vcut_dev.comfy_host import PromptError, comfyui_path, make_instance
 
 
 class _Server:

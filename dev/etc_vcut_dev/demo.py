@@ -1,0 +1,351 @@
+#!/usr/bin/env python3
+"""The first command: a tiny ETC model trained on synthetic motion and sampled in ComfyUI, plus a fair VCUT timing.
+
+1. ETC: writes a synthetic caption-video set (coloured squares moving left/right/up/down, clips of 8 frames at
+   4 or 8 fps, captioned stills and label folders; one colour/direction pair held out), builds a tiny SD 2.x-family
+   base model (etc_core.tiny_base), fine-tunes it with the pack's trainer (etc_core.train), puts the export
+   into ComfyUI's folders for the stock UNETLoader, CLIPLoader and VAELoader (FPS file in models/etc), and
+   queues the ETC text-to-video workflow over the HTTP API with the held-out caption. Writes the video, the
+   frames as PNGs and a frame strip.
+2. VCUT: the SVD workflows on random tiny weights, timed fairly (one warm-up each, then runs alternated,
+   baseline and VCUT with the same seed in each pair, medians).
+3. The other example workflows (long ETC video, training launch) on tiny random models, untimed smoke runs.
+
+Everything lands in demo_output/ (summary.md, summary.json).
+"""
+import argparse
+import glob
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+
+
+from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path
+from etc_vcut_dev.client import apply_overrides, run
+
+TINY_LOADERS = {"ImageOnlyCheckpointLoader": "ETCVCUTTestTinySVD", "CheckpointLoaderSimple": "ETCVCUTTestTinySD2"}
+SVD_OVERRIDES = ["3.width=128", "3.height=64", "3.video_frames=8"]
+SMOKE_OVERRIDES = {  # run untimed on the tiny random models
+    "etc_long_video.json": ["4.frames=64", "4.layout=8x8", "4.frame_width=64", "4.frame_height=40"],
+    "etc_training_launch.json": ["1.frames=4", "1.layout=2x2", "1.resolution=32", "1.max_steps=4",
+                                 "1.checkpoint_every=2", "1.mixed_precision=no", "1.gradient_checkpointing=false"],
+}
+# Every workflow of workflows/api sized for the tiny random models (tests/test_workflows.py runs them all).
+DEMO_OVERRIDES = {"svd_baseline.json": SVD_OVERRIDES, "svd_vcut.json": SVD_OVERRIDES,
+                  "etc_text_to_video.json": ["4.frame_width=64", "4.frame_height=64"], **SMOKE_OVERRIDES}
+HELD_OUT = ("green", "up")
+TRAIN_STEPS, LR = 500, 5e-4
+FRAMES, LAYOUT, SIZE, FPS = 8, "2x4", 32, 4
+
+
+def tiny_training_inputs(base: str, run: str) -> list:
+    """Overrides that point the training workflow at a tiny SD in the instance's models/diffusers and
+    synthetic data in its input/ (the node reads only ComfyUI's folders), training into output/<run>."""
+    from etc_vcut_dev.tiny_diffusers import write_synthetic_data, write_tiny_sd
+    data = write_synthetic_data(os.path.join(base, "input", "etc_tiny_data"))
+    write_tiny_sd(os.path.join(base, "models", "diffusers", "etc-tiny-sd"))
+    return ["1.pretrained=diffusers/etc-tiny-sd", f"1.output_dir={run}"] + \
+        [f"1.{key}={os.path.relpath(value, os.path.join(base, 'input'))}" for key, value in data.items()]
+
+
+def machine() -> str:
+    import torch
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor() or platform.machine()) if os.path.exists("/proc/cpuinfo") else platform.machine()
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def log(message: str):
+    print(message, flush=True)
+
+
+# -- ETC: data, base model, training, export ----------------------------------------------------------------
+def cpu_precision() -> str:
+    """bf16 autocast where the CPU has bf16 instructions (about twice as fast here), else fp32."""
+    import torch
+    return "bf16" if not torch.cuda.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+
+
+def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = 8, lr: float = LR) -> dict:
+    """Synthetic set, tiny base model, fine-tune with etc_core.train; returns the files for ComfyUI."""
+    import numpy as np
+
+    from etc_vcut_dev import synthetic, tiny_base
+    from etc_core.data import frames_to_tensor
+    from etc_core.train import ETCTrainer, TrainConfig
+    data = synthetic.write_square_set(os.path.join(folder, "data"), FRAMES, held_out=HELD_OUT, size=SIZE)
+    rng = np.random.default_rng(0)
+    frames = np.stack([synthetic.square_frame(SIZE, 10, *rng.integers(0, SIZE - 9, 2),
+                                              list(synthetic.COLORS.values())[rng.integers(len(synthetic.COLORS))])
+                       for _ in range(256)])
+    vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
+    tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
+    pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae,
+                                            os.path.join(comfyui_path(), "comfy", "sd1_tokenizer"))
+    config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, "run"),
+                         video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
+                         label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=FRAMES, layout=LAYOUT,
+                         resolution=SIZE, me_strength=me_strength, caption_dropout=0.1, mixed_precision=cpu_precision(),
+                         lr=lr, batch_size=batch, max_steps=steps, checkpoint_every=10**9, seed=0)
+    trainer = ETCTrainer(config)
+    start = time.perf_counter()
+    losses = trainer.train(progress=lambda s, n, loss: log(f"[etc train] step {s}/{n} loss {loss:.4f}")
+                           if s % 25 == 0 or s == n else None)
+    seconds = time.perf_counter() - start
+    final = trainer.export()
+    return {"unet": os.path.join(final, "etc_unet_comfyui.safetensors"), "fps": os.path.join(final, "etc_fps.safetensors"),
+            "text_encoder": trainer.text_encoder, "vae": vae, "train_seconds": seconds, "losses": losses,
+            "captions": data["captions"]}
+
+
+ETC_FOLDERS = {"unet": "unet", "fps": "etc", "clip": "clip", "vae": "vae"}  # file -> folder under models/
+
+
+def etc_file_names(name: str) -> dict:
+    return {"unet": f"{name}_unet.safetensors", "fps": f"{name}_fps.safetensors",
+            "clip": f"{name}_text_encoder.safetensors", "vae": f"{name}_taesd.safetensors"}
+
+
+def install_etc(model: dict, base: str, name: str = "etc_demo") -> dict:
+    """Put the ETC files where ComfyUI's stock loaders look; returns the file names per loader."""
+    from etc_vcut_dev import tiny_base
+    files = etc_file_names(name)
+    shutil.copy(model["unet"], os.path.join(base, "models", "unet", files["unet"]))
+    shutil.copy(model["fps"], os.path.join(base, "models", "etc", files["fps"]))
+    tiny_base.save_comfyui_text_encoder(os.path.join(base, "models", "clip", files["clip"]), model["text_encoder"])
+    tiny_base.save_comfyui_vae(os.path.join(base, "models", "vae", files["vae"]), model["vae"])
+    return files
+
+
+def training_key() -> str:
+    """What the demo's trained model depends on: the ETC code, the development package (this module's
+    settings, the tiny base model, the synthetic set), the host's CLIP tokenizer files, torch and the
+    training precision."""
+    import torch
+    digest = hashlib.sha256(f"{torch.__version__} {cpu_precision()}".encode())
+    tokenizer = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")
+    code = [os.path.join(REPO, package, "**", "*.py") for package in ("etc_core", "dev")]
+    for path in sorted([p for pattern in code for p in glob.glob(pattern, recursive=True)] +
+                       glob.glob(os.path.join(tokenizer, "*"))):
+        with open(path, "rb") as f:
+            digest.update(os.path.relpath(path, REPO).encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+def cached_etc(cache: str, base: str, name: str = "etc_test") -> dict:
+    """``install_etc(train_etc(...))`` into ``base``, trained once per :func:`training_key`: the installed files
+    are kept under ``cache``, so the test pass on the second ComfyUI host reuses the model."""
+    folder = os.path.join(cache, training_key())
+    if not os.path.isdir(folder):
+        staging = folder + ".partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        for sub in ETC_FOLDERS.values():
+            os.makedirs(os.path.join(staging, "models", sub))
+        install_etc(train_etc(os.path.join(staging, "train")), staging, name)
+        shutil.rmtree(os.path.join(staging, "train"))
+        os.replace(staging, folder)
+    files = etc_file_names(name)
+    for kind, sub in ETC_FOLDERS.items():
+        shutil.copy(os.path.join(folder, "models", sub, files[kind]), os.path.join(base, "models", sub))
+    return files
+
+
+def etc_prompt(server, files: dict, caption: str, seed: int, batch: int = 1, me_strength: float = 1.0,
+               steps: int = 20, cfg: float = 4.0, prefix: str = "ETC/demo") -> dict:
+    """workflows/api/etc_text_to_video.json with the checkpoint loader replaced by the stock UNet, CLIP and
+    VAE loaders, sized for the tiny model; also saves the frames as PNGs."""
+    with open(os.path.join(REPO, "workflows", "api", "etc_text_to_video.json")) as f:
+        prompt = json.load(f)
+    del prompt["1"]
+    unet_inputs = {"unet_name": files["unet"]}
+    if "weight_dtype" in server.get("/object_info/UNETLoader")["UNETLoader"]["input"]["required"]:
+        unet_inputs["weight_dtype"] = "default"
+    prompt.update({
+        "unet": {"class_type": "UNETLoader", "inputs": unet_inputs},
+        # ComfyUI guesses eps or v prediction from the spread of one LayerNorm bias; the trainer's target was v.
+        "v": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["unet", 0], "sampling": "v_prediction",
+                                                                "zsnr": False}},
+        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": files["clip"], "type": "stable_diffusion"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}},
+        "big": {"class_type": "ImageScale", "inputs": {"image": ["4", 0], "upscale_method": "nearest-exact",
+                                                         "width": SIZE * 4, "height": SIZE * 4, "crop": "disabled"}},
+        "png": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": prefix + "_frame"}},
+    })
+    prompt["2"]["inputs"].update(clip=["clip", 0], text=caption)
+    prompt["3"]["inputs"].update(clip=["clip", 0], text="")
+    prompt["4"]["inputs"].update(model=["v", 0], vae=["vae", 0], frames=FRAMES, layout=LAYOUT, frame_width=SIZE,
+                                 frame_height=SIZE, batch_size=batch, seed=seed, steps=steps, cfg=cfg, fps=FPS,
+                                 me_strength=me_strength, fps_weights=files["fps"])
+    prompt["5"]["inputs"].update(images=["big", 0], filename_prefix=prefix, frame_rate=float(FPS))
+    return prompt
+
+
+def sample_etc(server, files: dict, caption: str, seed: int, **kwargs):
+    """Queue the ETC graph; returns (frames uint8 [B, T, H, W, 3] from the PNGs, output records)."""
+    import cv2
+    import numpy as np
+    outputs = server.run(etc_prompt(server, files, caption, seed, **kwargs))
+    records = [r for o in outputs.values() for r in o.get("images", []) + o.get("videos", []) + o.get("latents", [])]
+    pngs = [r for r in records if r["filename"].endswith(".png") and r.get("type", "output") == "output"]
+    frames = np.stack([cv2.imread(server.output_path(r.get("subfolder", ""), r["filename"]))[:, :, ::-1] for r in pngs])
+    return frames.reshape(-1, FRAMES, *frames.shape[1:]), records
+
+
+def frame_strip(frames, path: str, scale: int = 4) -> str:
+    """Frames [T, H, W, 3] side by side (or videos [B, T, H, W, 3], one row each), enlarged ``scale`` times,
+    2-pixel gaps."""
+    import cv2
+    import numpy as np
+    videos = frames if frames.ndim == 5 else frames[None]
+    big = np.repeat(np.repeat(videos, scale, 2), scale, 3)
+    padded = np.pad(big, ((0, 0), (0, 0), (0, 2), (0, 2), (0, 0)), constant_values=255)
+    rows = [np.concatenate(list(video), axis=1) for video in padded]
+    cv2.imwrite(path, np.concatenate(rows, axis=0)[:-2, :-2, ::-1])
+    return path
+
+
+# -- VCUT timing ---------------------------------------------------------------------------------------------
+def swap_loaders(prompt: dict) -> dict:
+    """Replace checkpoint loaders by the tiny-model fixture loaders (same outputs, same order).
+
+    The swapped node gets a new id: the early-2024 executor reuses a cached output when a node's
+    id and inputs match an earlier prompt's, whatever its class.
+    """
+    renamed = {}
+    for node_id, node in list(prompt.items()):
+        if node["class_type"] in TINY_LOADERS:
+            renamed[node_id] = f"{node_id}_{TINY_LOADERS[node['class_type']]}"
+            prompt[renamed[node_id]] = {"class_type": TINY_LOADERS[node["class_type"]], "inputs": {"seed": 0}}
+            del prompt[node_id]
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and value[0] in renamed:
+                node["inputs"][name] = [renamed[value[0]], value[1]]
+    return prompt
+
+
+def workflow(name: str, overrides) -> dict:
+    with open(os.path.join(REPO, "workflows", "api", name)) as f:
+        return apply_overrides(swap_loaders(json.load(f)), list(overrides))
+
+
+def timed_run(server, prompt) -> float:
+    start = time.perf_counter()
+    server.run(prompt)
+    return time.perf_counter() - start
+
+
+def svd_timings(server, pairs: int = 3) -> dict:
+    """Warm-up once per graph, then ``pairs`` alternated (baseline, VCUT) runs; each pair shares a seed that no
+    earlier run used, so neither ComfyUI version can answer from its output cache."""
+    names = {"baseline": "svd_baseline.json", "vcut": "svd_vcut.json"}
+    warm = {key: timed_run(server, workflow(name, SVD_OVERRIDES + ["7.seed=1000"])) for key, name in names.items()}
+    runs = {key: [] for key in names}
+    for i in range(pairs):
+        for key, name in names.items():
+            runs[key].append(timed_run(server, workflow(name, SVD_OVERRIDES + [f"7.seed={i}"])))
+            log(f"[svd timing] {key} run {i + 1}/{pairs}: {runs[key][-1]:.2f} s")
+    medians = {key: statistics.median(values) for key, values in runs.items()}
+    return {"measured": "wall time of one whole prompt (POST /prompt to its /history entry): tiny random-weight SVD "
+                        "UNet, 8 frames of 128x64, 25 euler steps, cfg 2.5, VAE decode and MP4",
+            "warm_up": warm, "runs": runs, "median": medians, "vcut_over_baseline": medians["vcut"] / medians["baseline"]}
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
+    parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--me-strength", type=float, default=1.0, help="mixed embedding strength in training and "
+                        "sampling (0: the ablation)")
+    parser.add_argument("--seeds", type=int, default=10, help="held-out-caption samples scored in summary.json")
+    parser.add_argument("--skip-svd", action="store_true", help="ETC only (for the ablation)")
+    parser.add_argument("--out", default=os.path.join(REPO, "demo_output"))
+    args = parser.parse_args(argv)
+    import numpy as np
+
+    from etc_vcut_dev import synthetic
+    started = time.perf_counter()
+    out = args.out
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    summary = {"machine": machine(), "comfyui": comfyui_path()}
+    model = train_etc(os.path.join(out, "etc"), args.train_steps, args.me_strength, lr=args.lr)
+    summary["etc_train"] = {"steps": args.train_steps, "lr": args.lr, "seconds": round(model["train_seconds"], 1),
+                            "loss_first_25": float(np.mean(model["losses"][:25])),
+                            "loss_last_25": float(np.mean(model["losses"][-25:])), "me_strength": args.me_strength,
+                            "precision": cpu_precision()}
+    with ComfyServer(os.path.join(out, "comfy")) as server:
+        files = install_etc(model, server.base)
+        caption = synthetic.caption(*HELD_OUT)
+        start = time.perf_counter()
+        frames, records = sample_etc(server, files, caption, seed=0, batch=args.seeds, me_strength=args.me_strength)
+        summary["etc_sample_seconds"] = round(time.perf_counter() - start, 1)
+        for record in records:
+            if record["filename"].endswith(".mp4"):
+                shutil.copy(server.output_path(record.get("subfolder", ""), record["filename"]),
+                            os.path.join(out, "etc_held_out.mp4"))
+        frame_strip(frames[0], os.path.join(out, "etc_held_out_strip.png"))
+        frame_strip(frames, os.path.join(out, "etc_held_out_seeds.png"))
+        centres = [synthetic.square_centres(v) for v in frames]
+        directions = [synthetic.motion_direction(c) for c in centres]
+        # A grid cut in the wrong places (Table 2's "Err.") shows here as frames without exactly one square
+        # (Table 2's seam metric does not suit a plain background: a square's edges are its strongest seams).
+        summary["etc_held_out"] = {"caption": caption, "directions": directions,
+                                   "correct": sum(d == HELD_OUT[1] for d in directions), "of": len(directions),
+                                   "one_square_per_frame": sum(all(p is not None for p in c) for c in centres)}
+        log(f"[etc] '{caption}': {summary['etc_held_out']['correct']}/{len(directions)} samples move "
+            f"{HELD_OUT[1]} ({directions})")
+        if not args.skip_svd:
+            write_example_image(os.path.join(server.base, "input", "example.png"))
+            summary["svd"] = svd_timings(server)
+            for name, overrides in SMOKE_OVERRIDES.items():
+                prompt = workflow(name, overrides)
+                if name == "etc_training_launch.json":
+                    prompt = apply_overrides(prompt, tiny_training_inputs(server.base, "etc_runs/demo"))
+                start = time.perf_counter()
+                run(server.url, prompt, progress=lambda m, n=name: log(f"[{n}] {m}"))
+                summary.setdefault("smoke_runs", {})[name] = round(time.perf_counter() - start, 1)
+    summary["total_seconds"] = round(time.perf_counter() - started, 1)
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(summary_markdown(summary))
+    log(summary_markdown(summary))
+    return 0
+
+
+def summary_markdown(summary: dict) -> str:
+    held = summary["etc_held_out"]
+    lines = [f"Machine: {summary['machine']}", "",
+             f"ETC: {summary['etc_train']['steps']} training steps in {summary['etc_train']['seconds']} s "
+             f"(mixed precision: {summary['etc_train']['precision']}) "
+             f"(loss {summary['etc_train']['loss_first_25']:.3f} -> {summary['etc_train']['loss_last_25']:.3f}), "
+             f"held-out caption '{held['caption']}': {held['correct']}/{held['of']} samples move that way, "
+             f"{held['one_square_per_frame']}/{held['of']} have one square in every frame", ""]
+    if "svd" in summary:
+        svd = summary["svd"]
+        lines += [f"SVD ({svd['measured']}), seconds:", "",
+                  "| graph | warm-up | runs (alternated) | median |", "|---|---:|---|---:|"]
+        lines += [f"| {key} | {svd['warm_up'][key]:.2f} | {', '.join(f'{v:.2f}' for v in svd['runs'][key])} | "
+                  f"{svd['median'][key]:.2f} |" for key in ("baseline", "vcut")]
+        lines += ["", f"VCUT / baseline (medians): {svd['vcut_over_baseline']:.3f}"]
+    lines += ["", f"Total: {summary['total_seconds']} s", ""]
+    return "\n".join(lines)
+
+
+def write_example_image(path: str):
+    import cv2
+    import numpy as np
+    y, x = np.mgrid[0:64, 0:128]
+    image = np.stack([x * 2, y * 4, 255 - x * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    cv2.imwrite(path, image)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
