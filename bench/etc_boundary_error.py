@@ -29,7 +29,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 from etc_core import boundary_error_rate, pack
 from etc_core.train import ETCTrainer, TrainConfig
-from etc_core.video_io import write_video
+from etc_core.files.video_io import write_video
 from etc_vcut_dev.tiny_diffusers import write_tiny_sd
 
 COLORS = {"red": (230, 40, 40), "green": (40, 230, 40), "blue": (40, 40, 230), "yellow": (230, 230, 40)}

@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-from etc_core import FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, parse_layout
+from etc_core import FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, parse_layout, sd2
 
-SD21 = dict(sample_size=96, cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True,
-            block_out_channels=[320, 640, 1280, 1280], layers_per_block=2, upcast_attention=True)
+SD21 = sd2.UNET_SD21
 
 
 def one_batch_size(device, size, frames, batch, precision, steps=2):

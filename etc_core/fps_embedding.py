@@ -63,6 +63,11 @@ class FPSConditionedTimeEmbedding(nn.Module):
         self.time_embed, self.fps_module = time_embed, fps_module
         self.fps = fps if torch.is_tensor(fps) else check_fps(fps)
 
+    @property
+    def wrapped(self) -> nn.Module:
+        """The module this one wraps (every pack wrapper has ``wrapped``: a patch can be undone or replaced)."""
+        return self.time_embed
+
     def forward(self, t_emb: torch.Tensor, *args, **kwargs):
         emb = self.time_embed(t_emb, *args, **kwargs)
         fps = torch.as_tensor(self.fps, device=t_emb.device).float().expand(t_emb.shape[0])
@@ -75,9 +80,9 @@ class FPSConditionedTimeEmbedding(nn.Module):
 def base_model_fingerprint(unet: nn.Module) -> str:
     """Shape signature of an SD-style UNet: input channels, model channels, time-embedding width."""
     conv = unet.conv_in if hasattr(unet, "conv_in") else unet.input_blocks[0][0]
-    conv = getattr(conv, "conv", conv)  # under a MixedEmbeddingInput
+    conv = getattr(conv, "wrapped", conv)  # under a MixedEmbeddingInput
     time_embed = unet.time_embedding if hasattr(unet, "time_embedding") else unet.time_embed
-    time_embed = getattr(time_embed, "time_embed", time_embed)  # under an FPSConditionedTimeEmbedding
+    time_embed = getattr(time_embed, "wrapped", time_embed)  # under an FPSConditionedTimeEmbedding
     time_embed = time_embed.linear_2 if hasattr(time_embed, "linear_2") else time_embed[2]
     return f"sd-unet:in={conv.weight.shape[1]},ch={conv.weight.shape[0]},temb={time_embed.out_features}"
 

@@ -42,7 +42,12 @@ def check_grid_latent(latent: dict, rows: int, cols: int):
     if meta and (meta["rows"], meta["cols"]) != (rows, cols):
         raise GridLayoutError(f"the latent was made as a {meta['rows']}x{meta['cols']} grid of {meta['frames']} "
                               f"frames; set frames={meta['frames']} and layout={meta['rows']}x{meta['cols']}")
-    height, width = latent["samples"].shape[-2:]
+    check_grid_shape(latent["samples"].shape[-2:], rows, cols)
+
+
+def check_grid_shape(size, rows: int, cols: int):
+    """Refuse a grid of ``size`` = (height, width) that does not split into ``rows x cols`` equal frames."""
+    height, width = size
     if height % rows or width % cols:
         raise GridLayoutError(f"the latent is {height}x{width}, which is not a grid of {rows}x{cols} frames; set "
                               "frames and layout to the ones the grid latent was made with")
@@ -57,8 +62,5 @@ def pack(frames: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 def unpack(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """[..., C, rows*h, cols*w] -> [..., T, C, h, w]."""
-    height, width = grid.shape[-2:]
-    if height % rows or width % cols:
-        raise GridLayoutError(f"a grid of {height}x{width} cannot be cut into {rows} rows and {cols} columns; "
-                              "check that frames and layout match the ones the grid was made with")
+    check_grid_shape(grid.shape[-2:], rows, cols)
     return rearrange(grid, "... ch (r h) (c w) -> ... (r c) ch h w", r=rows, c=cols)

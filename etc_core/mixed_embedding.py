@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import torch
 
+from .grid import check_grid_shape
+
 
 def _mixed_embedding_f64(channels: int, rows: int, cols: int, h: int, w: int, theta: float) -> torch.Tensor:
     c = torch.arange(channels, dtype=torch.float64)
@@ -51,11 +53,14 @@ class MixedEmbeddingInput(torch.nn.Module):
         self.conv, self.rows, self.cols = conv, rows, cols
         self.theta, self.strength, self.latent_channels = float(theta), float(strength), latent_channels
 
+    @property
+    def wrapped(self) -> torch.nn.Module:
+        """The module this one wraps (every pack wrapper has ``wrapped``: a patch can be undone or replaced)."""
+        return self.conv
+
     def embedding_for(self, x: torch.Tensor) -> torch.Tensor:
+        check_grid_shape(x.shape[-2:], self.rows, self.cols)
         height, width = x.shape[-2:]
-        if height % self.rows or width % self.cols:
-            raise ValueError(f"the latent is {height}x{width}, which is not a grid of {self.rows}x{self.cols} "
-                             "frames; set frames and layout to the ones the grid latent was made with")
         me = mixed_embedding(self.latent_channels, self.rows, self.cols, height // self.rows,
                              width // self.cols, self.theta, x.device, x.dtype)
         return me * self.strength if self.strength != 1.0 else me

@@ -14,15 +14,12 @@ import weakref
 from ..etc_core import FPSConditionedTimeEmbedding, MixedEmbeddingInput
 from ..vcut_core import CachedProjectionCrossAttention, ComfyGuidanceCutoff, dry_run_plan
 
-# The pack's own wrappers and the attribute that holds the module each one wraps.
-_PACK_WRAPPERS = ((MixedEmbeddingInput, "conv"), (FPSConditionedTimeEmbedding, "time_embed"),
-                  (CachedProjectionCrossAttention, "attention"))
+_PACK_WRAPPERS = (MixedEmbeddingInput, FPSConditionedTimeEmbedding, CachedProjectionCrossAttention)
 
 
 def _strip_pack_wrappers(module):
-    for cls, attribute in _PACK_WRAPPERS:
-        if isinstance(module, cls):
-            return _strip_pack_wrappers(getattr(module, attribute))
+    while isinstance(module, _PACK_WRAPPERS):
+        module = module.wrapped
     return module
 
 

@@ -4,12 +4,11 @@ Paths follow nodes/paths.py: the manifest under input/ or models/, the CLIP by n
 """
 import os
 
-from ..etc_core.manifest import read_manifest
-from ..etc_core.vae import SAFE_LOAD
-from ..etc_core.video_filter import check_filter_output, filter_videos
+from ..etc_core.data.manifest import read_manifest
+from ..etc_core.data.video_filter import check_filter_output, filter_videos
+from ..etc_core.train.vae import SAFE_LOAD
 from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path
-
-CATEGORY = "video/ETC"
+from .widgets import ETC_CATEGORY as CATEGORY
 
 
 class ETCVideoFilter:

@@ -8,12 +8,10 @@ from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddin
 from ..etc_core.grid import check_grid_latent
 from ..etc_core.unet_check import check_image_unet
 from .comfy_versions import module_to_patch
+from .widgets import ETC_CATEGORY as CATEGORY, FPS, FRAMES, LAYOUT, STRENGTH, THETA
 
-CATEGORY = "video/ETC"
 UNTRAINED = "untrained (zero init, no-op)"
 NONE = "none"
-LAYOUT = ("STRING", {"default": "auto", "tooltip": "'auto' (most square) or RxC with R*C = frames, e.g. 2x4"})
-FRAMES = ("INT", {"default": 16, "min": 1, "max": 1024})
 
 
 def _register_etc_folder():
@@ -169,8 +167,7 @@ class ETCMixedEmbedding:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",), "frames": FRAMES, "layout": LAYOUT,
-                             "theta": ("FLOAT", {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0}),
-                             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
+                             "theta": THETA, "strength": STRENGTH,
                              # Required: the patched MODEL never sees the latent's grid metadata, so a
                              # 4x4 grid sampled as 2x8 could only be caught here.
                              "latent": ("LATENT", {"tooltip": "the grid latent the sampler gets: checked against "
@@ -191,8 +188,7 @@ class ETCFPSConditioning:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"model": ("MODEL",),
-                             "fps": ("INT", {"default": 8, "min": 0, "max": 120,
-                                             "tooltip": "0: frames of one label, 1-60: video, 120: still image"}),
+                             "fps": FPS,
                              "fps_weights": ([UNTRAINED] + _fps_files(),)}}
 
     RETURN_TYPES = ("MODEL",)
@@ -219,9 +215,7 @@ class ETCSampler:
             "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1}),
             "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
             "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
-            "theta": ("FLOAT", {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0}),
-            "me_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01}),
-            "fps": ("INT", {"default": 8, "min": 0, "max": 120}),
+            "theta": THETA, "me_strength": STRENGTH, "fps": FPS,
             "fps_weights": ([NONE, UNTRAINED] + _fps_files(),),
         }}
 

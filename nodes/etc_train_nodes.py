@@ -10,13 +10,11 @@ import time
 
 import torch
 
-from ..etc_core.launch_line import launch_line, write_launch_config
-from ..etc_core.loss_curve import loss_curve_image
-from ..etc_core.train import ETCTrainer as Trainer
-from ..etc_core.train_config import TrainConfig
+from ..etc_core.files.loss_curve import loss_curve_image
+from ..etc_core.train import ETCTrainer as Trainer, TrainConfig
+from ..etc_core.train.launch_line import launch_line, write_launch_config
 from .paths import allowed_roots, input_path, output_path, pretrained_path, pretrained_choices
-
-CATEGORY = "video/ETC"
+from .widgets import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
 DATA = "a JSONL manifest or a folder of {0}s with same-name .txt captions, under ComfyUI's input/ or models/"
 PREVIEW_EVERY_S = 1.0  # drawing the curve costs tens of ms: at most once a second, and at the last step
 
@@ -32,8 +30,7 @@ def run_inputs() -> dict:
         "image_manifest": ("STRING", {"default": "", "tooltip": DATA.format("image")}),
         "label_folder": ("STRING", {"default": "", "tooltip": "folder of <label>/ image folders under input/ "
                                     "or models/"}),
-        "frames": ("INT", {"default": 16, "min": 1, "max": 1024}),
-        "layout": ("STRING", {"default": "auto"}),
+        "frames": FRAMES, "layout": LAYOUT,
         "resolution": ("INT", {"default": 256, "min": 8, "max": 2048, "step": 8}),
         "lr": ("FLOAT", {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-5}),
         "batch_size": ("INT", {"default": 1, "min": 1, "max": 1024}),

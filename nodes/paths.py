@@ -1,4 +1,4 @@
-"""ComfyUI's folders as the roots of the path rules in etc_core.safe_paths (see the README, "Training ETC").
+"""ComfyUI's folders as the roots of the path rules in etc_core.files.safe_paths (see the README, "Training ETC").
 
 Data and models are read from input/ or models/ (every folder ComfyUI knows for a model type, so
 extra_model_paths.yaml is honoured: a key such as ``etc_vcut_data: /data/clips`` there adds a folder);
@@ -6,7 +6,7 @@ runs and filter results are written under output/.
 """
 import os
 
-from ..etc_core.safe_paths import PathRuleError, resolve_existing, resolve_new
+from ..etc_core.files.safe_paths import PathRuleError, resolve_existing, resolve_new
 
 TRANSFORMERS_CLIP_TYPES = ("clip_vision", "clip")
 

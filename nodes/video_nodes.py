@@ -1,4 +1,4 @@
-"""ETCSaveVideo: frames -> H.264 MP4, VP9 WebM or animated WEBP with the workflow embedded (etc_core.video_io).
+"""ETCSaveVideo: frames -> H.264 MP4, VP9 WebM or animated WEBP with the workflow embedded (etc_core.files.video_io).
 
 The node's ``ui`` output serves both ComfyUI frontends with one dict, ``{"images": [...], "animated": [True]}``
 (what core SaveVideo/SaveWEBM return):
@@ -15,9 +15,8 @@ import os
 
 import torch
 
-from ..etc_core.video_io import EXTENSIONS, FORMATS, MAX_CRF, write_gif, write_video
-
-CATEGORY = "video/ETC"
+from ..etc_core.files.video_io import EXTENSIONS, FORMATS, MAX_CRF, write_gif, write_video
+from .widgets import ETC_CATEGORY as CATEGORY
 
 
 def _entry(filename: str, subfolder: str, folder_type: str) -> dict:

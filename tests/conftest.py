@@ -55,6 +55,17 @@ def setup(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def served_setup(comfy_server, setup):
+    """The tiny SD in the server's models/diffusers ("diffusers/train-sd") and the data in its input/, as a
+    user keeps them; returns the data inputs of the training nodes."""
+    pretrained, data = setup
+    shutil.copytree(pretrained, f"{comfy_server.base}/models/diffusers/train-sd", dirs_exist_ok=True)
+    shutil.copytree(os.path.dirname(data["video_manifest"]), f"{comfy_server.base}/input/train_data",
+                    dirs_exist_ok=True)
+    return {key: "train_data/" + os.path.basename(value) for key, value in data.items()}
+
+
+@pytest.fixture(scope="session")
 def sd2_checkpoint(tmp_path_factory):
     """(one SD 2.x .safetensors file as ComfyUI keeps it, the tiny diffusers folder it was made from)."""
     from etc_vcut_dev.tiny_diffusers import write_tiny_sd2_checkpoint

@@ -4,7 +4,6 @@ of every pack node, and a planted pickle in a run folder that the trainer is ask
 import json
 import os
 import pickle
-import shutil
 import socket
 import threading
 import time
@@ -18,7 +17,7 @@ from etc_vcut_dev.tiny_diffusers import write_tiny_clip
 YAML = "accelerate.yaml"
 TINY_RUN = dict(pretrained="diffusers/train-sd", frames=4, layout="2x2", resolution=32, max_steps=1,
                 checkpoint_every=1, gradient_checkpointing=False, output_dir="etc_runs/attack",
-                video_manifest="attack_data/videos.jsonl", image_manifest="", label_folder="")
+                video_manifest="train_data/videos.jsonl", image_manifest="", label_folder="")
 # The tiny models and inputs the fixture pack and core give for the pack nodes' linked inputs.
 LINKED = {"MODEL": ("load", 0), "CLIP": ("load", 1), "VAE": ("load", 2), "CONDITIONING": ("cond", 0),
           "IMAGE": ("image", 0), "LATENT": ("latent", 0)}
@@ -76,11 +75,7 @@ class ChildWatch:
 
 
 @pytest.fixture(scope="module")
-def attack(comfy_server, setup):
-    pretrained, data = setup
-    shutil.copytree(pretrained, f"{comfy_server.base}/models/diffusers/train-sd", dirs_exist_ok=True)
-    shutil.copytree(os.path.dirname(data["video_manifest"]), f"{comfy_server.base}/input/attack_data",
-                    dirs_exist_ok=True)
+def attack(comfy_server, served_setup):
     write_tiny_clip(f"{comfy_server.base}/models/clip_vision/attack-clip")
     listener = Listener()
     # the config that made a launch join a process group at the attacker's address

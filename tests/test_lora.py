@@ -47,7 +47,7 @@ def test_lora_trains_only_adapters_and_fps_and_resumes_bit_equal(setup, tmp_path
 def _merged_unet_file(trainer, path):
     """The trained UNet with each LoRA merged into its weight by peft, in ComfyUI's UNet layout: what the stock
     LoRA loader must reproduce from the exported LoRA file."""
-    from etc_core.export import unet_to_ldm
+    from etc_core.train.export import unet_to_ldm
     unet = trainer.accelerator.unwrap_model(trainer.unet)
     adapters = [m for m in unet.modules() if hasattr(m, "merge") and hasattr(m, "lora_A")]
     with torch.no_grad():
@@ -101,18 +101,13 @@ def test_lora_export_loads_with_the_stock_lora_loader_onto_the_checkpoint(comfy_
     lora = load_file(f"{final}/etc_lora_comfyui.safetensors")
     assert "lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k.lora_down.weight" in lora
 
-    def unet(name):
-        inputs = {"unet_name": name}
-        if "weight_dtype" in comfy_server.get("/object_info/UNETLoader")["UNETLoader"]["input"]["required"]:
-            inputs["weight_dtype"] = "default"
-        return {"class_type": "UNETLoader", "inputs": inputs}
 
     log_before = len(comfy_server.log())
-    comfy_server.run(_etc(unet("lora_base.safetensors"), "lora_applied", "etc_lora_fps.safetensors",
+    comfy_server.run(_etc(comfy_server.unet_loader("lora_base.safetensors"), "lora_applied", "etc_lora_fps.safetensors",
                           lora="etc_lora.safetensors"))
     assert "lora key not loaded" not in comfy_server.log()[log_before:]
-    comfy_server.run(_etc(unet("lora_merged.safetensors"), "lora_merged", "etc_lora_fps.safetensors"))
-    comfy_server.run(_etc(unet("lora_base.safetensors"), "lora_none", "etc_lora_fps.safetensors"))
+    comfy_server.run(_etc(comfy_server.unet_loader("lora_merged.safetensors"), "lora_merged", "etc_lora_fps.safetensors"))
+    comfy_server.run(_etc(comfy_server.unet_loader("lora_base.safetensors"), "lora_none", "etc_lora_fps.safetensors"))
     applied, merged, without = (load_file(comfy_server.output_path(f"lora_{n}.safetensors"))["image"]
                                 for n in ("applied", "merged", "none"))
     assert torch.isfinite(applied).all() and applied.shape == (4, 32, 32, 3)

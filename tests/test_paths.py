@@ -1,9 +1,9 @@
-"""Path rules for graph strings (etc_core.safe_paths): relative, no '..', no symlink out of the root."""
+"""Path rules for graph strings (etc_core.files.safe_paths): relative, no '..', no symlink out of the root."""
 import os
 
 import pytest
 
-from etc_core.safe_paths import PathRuleError, resolve_existing, resolve_new
+from etc_core.files.safe_paths import PathRuleError, resolve_existing, resolve_new
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from etc_core.pretrained import PretrainedError, check_pretrained, clip_tokenizer, load_models, prediction_type
+from etc_core.train.pretrained import PretrainedError, check_pretrained, clip_tokenizer, load_models, prediction_type
 from etc_core.train import main as train_main
 
 

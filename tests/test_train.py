@@ -156,10 +156,7 @@ def test_exported_unet_loads_in_comfyui_and_samples_with_etc_nodes(comfy_server,
     final = trainer.export()
     shutil.copy(f"{final}/etc_unet_comfyui.safetensors", f"{comfy_server.base}/models/unet/etc_trained.safetensors")
     shutil.copy(f"{final}/etc_fps.safetensors", f"{comfy_server.base}/models/etc/etc_trained_fps.safetensors")
-    loader_inputs = {"unet_name": "etc_trained.safetensors"}
-    if "weight_dtype" in comfy_server.get("/object_info/UNETLoader")["UNETLoader"]["input"]["required"]:
-        loader_inputs["weight_dtype"] = "default"
-    g = {"unet": {"class_type": "UNETLoader", "inputs": loader_inputs},
+    g = {"unet": comfy_server.unet_loader("etc_trained.safetensors"),
          "vae": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
          "pos": {"class_type": "ETCVCUTTestRandomConditioning", "inputs": {"seed": 1, "dim": 1024, "tokens": 77}},
          "neg": {"class_type": "ETCVCUTTestRandomConditioning", "inputs": {"seed": 2, "dim": 1024, "tokens": 77}},

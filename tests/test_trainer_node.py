@@ -6,7 +6,6 @@ import io
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -21,16 +20,6 @@ from etc_vcut_dev.comfy_host import REPO, PromptError
 from etc_vcut_dev.ws_watch import Watcher
 
 MAX_STEPS = 12
-
-
-@pytest.fixture(scope="module")
-def served_setup(comfy_server, setup):
-    """The tiny SD in the server's models/diffusers and the data in its input/, as a user keeps them."""
-    pretrained, data = setup
-    shutil.copytree(pretrained, f"{comfy_server.base}/models/diffusers/train-sd", dirs_exist_ok=True)
-    shutil.copytree(os.path.dirname(data["video_manifest"]), f"{comfy_server.base}/input/train_data",
-                    dirs_exist_ok=True)
-    return {key: "train_data/" + os.path.basename(value) for key, value in data.items()}
 
 
 def trainer_graph(data, out, loss_graph=False, **overrides):

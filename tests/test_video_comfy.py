@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from etc_core.video_io import EXTENSIONS, FORMATS, read_video_frames, read_video_metadata
+from etc_core.files.video_io import EXTENSIONS, FORMATS, read_video_frames, read_video_metadata
 from etc_vcut_dev.graphs import etc_graph
 
 WORKFLOW = {"last_node_id": 1, "nodes": [{"id": 1, "type": "ETCSampler"}], "links": [], "version": 0.4}

@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import CLIPModel, CLIPProcessor
 
-from etc_core import video_filter
-from etc_core.filter import main as filter_main
-from etc_core.video_io import write_video
+from etc_core.data import video_filter
+from etc_core.data.filter import main as filter_main
+from etc_core.files.video_io import write_video
 from etc_vcut_dev.node_checks import refusal, tree_digest
 from etc_vcut_dev.tiny_diffusers import write_tiny_clip
 
@@ -48,7 +48,7 @@ def dataset(tmp_path):
 def test_clip_score_is_logit_scale_times_mean_cosine(clip_dir, tmp_path):
     model, processor = CLIPModel.from_pretrained(clip_dir).eval(), CLIPProcessor.from_pretrained(clip_dir)
     _moving_square(str(tmp_path / "v.mp4"), (255, 0, 0))
-    frames = video_filter.read_frames(str(tmp_path / "v.mp4"), 3)
+    frames = video_filter.sampled_frames(str(tmp_path / "v.mp4"), 3)
     assert len(frames) == 3 and frames[0].shape == (48, 48, 3)
     score = video_filter.clip_score(model, processor, frames, "a red square")
     with torch.no_grad():

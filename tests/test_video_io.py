@@ -1,4 +1,4 @@
-"""etc_core.video_io without ComfyUI: each format round-trips frames and the workflow, metadata sits where
+"""etc_core.files.video_io without ComfyUI: each format round-trips frames and the workflow, metadata sits where
 ComfyUI's frontend reads it, odd sizes, audio, atomic writes; and the labelled loss curve."""
 import logging
 import os
@@ -8,8 +8,8 @@ import av
 import numpy as np
 import pytest
 
-from etc_core.loss_curve import loss_curve_figure, loss_curve_image
-from etc_core.video_io import FORMATS, read_video_frames, read_video_metadata, write_gif, write_video
+from etc_core.files.loss_curve import loss_curve_figure, loss_curve_image
+from etc_core.files.video_io import FORMATS, read_video_frames, read_video_metadata, write_gif, write_video
 
 METADATA = {"prompt": {"3": {"class_type": "ETCSampler", "inputs": {"text": "a {curly} ball"}}},
             "workflow": {"nodes": [{"id": 3, "type": "ETCSampler"}], "links": [], "version": 0.4}}

@@ -66,6 +66,11 @@ class CachedProjectionCrossAttention(nn.Module):
         self._cache = OrderedDict()
         self.stats = {"hits": 0, "misses": 0, "fallbacks": 0}
 
+    @property
+    def wrapped(self) -> nn.Module:
+        """The module this one wraps (every pack wrapper has ``wrapped``: a patch can be undone or replaced)."""
+        return self.attention
+
     # diffusers' Attention exposes these; ComfyUI's CrossAttention does not.
     def _is_plain(self) -> bool:
         a = self.attention
@@ -110,9 +115,6 @@ class CachedProjectionCrossAttention(nn.Module):
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
         return projected.repeat_interleave(counts, dim=0, output_size=context.shape[0])
-
-    def clear_cache(self):
-        self._cache.clear()
 
 
 def _split_call(attention, args, kwargs):

@@ -33,7 +33,7 @@ def remove_vcut(unet: nn.Module):
     """Put the original attention modules back."""
     for name, module in list(unet.named_modules()):
         if isinstance(module, CachedProjectionCrossAttention):
-            _set_submodule(unet, name, module.attention)
+            _set_submodule(unet, name, module.wrapped)
 
 
 class _CutoffUNetForward:

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from etc_core.launch_line import PACK_ROOT, launch_arguments, write_launch_config
+from etc_core.train.launch_line import PACK_ROOT, launch_arguments, write_launch_config
 
 STEP_LINE = re.compile(r"^step (\d+)/(\d+) loss ([-+0-9.eE]+|nan|inf)$")
 PATH_FIELDS = ("pretrained", "output_dir", "video_manifest", "image_manifest", "label_folder")

@@ -225,6 +225,13 @@ class ComfyServer:
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         return json.loads(self.post("/upload/image", body, headers))
 
+    def unet_loader(self, unet_name: str) -> dict:
+        """The stock UNETLoader node for ``unet_name`` (ComfyUI >= 0.3 also asks for a weight dtype)."""
+        inputs = {"unet_name": unet_name}
+        if "weight_dtype" in self.get("/object_info/UNETLoader")["UNETLoader"]["input"]["required"]:
+            inputs["weight_dtype"] = "default"
+        return {"class_type": "UNETLoader", "inputs": inputs}
+
     def view(self, entry: dict) -> bytes:
         """The bytes ComfyUI's /view serves for a ui entry ``{"filename", "subfolder", "type"}``."""
         query = urllib.parse.urlencode({k: entry[k] for k in ("filename", "subfolder", "type")})

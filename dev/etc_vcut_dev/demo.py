@@ -85,8 +85,7 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
                        for _ in range(256)])
     vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
     tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
-    pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae,
-                                            os.path.join(comfyui_path(), "comfy", "sd1_tokenizer"))
+    pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae)
     config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, "run"),
                          video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
                          label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=FRAMES, layout=LAYOUT,
@@ -162,11 +161,8 @@ def etc_prompt(server, files: dict, caption: str, seed: int, batch: int = 1, me_
     with open(os.path.join(REPO, "workflows", "api", "etc_text_to_video.json")) as f:
         prompt = json.load(f)
     del prompt["1"]
-    unet_inputs = {"unet_name": files["unet"]}
-    if "weight_dtype" in server.get("/object_info/UNETLoader")["UNETLoader"]["input"]["required"]:
-        unet_inputs["weight_dtype"] = "default"
     prompt.update({
-        "unet": {"class_type": "UNETLoader", "inputs": unet_inputs},
+        "unet": server.unet_loader(files["unet"]),
         # ComfyUI guesses eps or v prediction from the spread of one LayerNorm bias; the trainer's target was v.
         "v": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["unet", 0], "sampling": "v_prediction",
                                                                 "zsnr": False}},

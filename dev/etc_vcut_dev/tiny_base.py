@@ -17,18 +17,21 @@ What ComfyUI 2024 and 0.3.x accept, and so what is built here:
   (``pooling_tiny_vae``): 8x8 average pooling in, nearest upsampling out, so frames come back as 8x8-pixel
   blocks of the mean colour and a 10-pixel square as a blob around its centre (fitting TAESD from
   scratch on a 2-core CPU, about 3 s per 16-frame step, was still worse after 300 steps). The trainer
-  reads it through diffusers' ``AutoencoderTiny`` (``etc_core.vae``).
+  reads it through diffusers' ``AutoencoderTiny`` (``etc_core.train.vae``).
 """
 import os
 
 import torch
+
+from etc_core import sd2
+from etc_core.files.atomic import save_file_atomic
+from etc_vcut_dev.tiny_diffusers import clip_tokenizer
 
 UNET_CONFIG = dict(sample_size=8, block_out_channels=(320,) * 4, layers_per_block=2,
                    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
                    cross_attention_dim=1024, attention_head_dim=5, use_linear_projection=True)
 TEXT_LAYERS, COMFY_TEXT_LAYERS = 2, 24
-SD_LATENT_SCALE = 0.18215  # ComfyUI's SD 1.x/2.x latent format multiplies VAE latents by this
 
 
 def text_encoder(seed: int = 0):
@@ -38,13 +41,6 @@ def text_encoder(seed: int = 0):
     return CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=TEXT_LAYERS,
                                         num_attention_heads=16, max_position_embeddings=77, projection_dim=1024,
                                         hidden_act="gelu", vocab_size=49408))
-
-
-def tokenizer(vocab_dir: str):
-    """CLIP's BPE tokenizer padding with "!" (id 0), as SD 2.x's tokenizer and ComfyUI's SD2Tokenizer do."""
-    from transformers import CLIPTokenizer
-    return CLIPTokenizer(os.path.join(vocab_dir, "vocab.json"), os.path.join(vocab_dir, "merges.txt"),
-                         model_max_length=77, pad_token="!")
 
 
 def pooling_tiny_vae(background, scale: float = 0.3, seed: int = 0):
@@ -118,25 +114,16 @@ def zero_residual_init(unet):
     return unet
 
 
-def write_pretrained(folder: str, vae, vocab_dir: str, seed: int = 0) -> str:
+def write_pretrained(folder: str, vae, seed: int = 0) -> str:
     """The diffusers folder the trainer reads (unet, vae, text_encoder, tokenizer, scheduler)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     torch.manual_seed(seed)
     zero_residual_init(UNet2DConditionModel(**UNET_CONFIG)).save_pretrained(os.path.join(folder, "unet"))
     vae.save_pretrained(os.path.join(folder, "vae"))
     text_encoder(seed + 1).save_pretrained(os.path.join(folder, "text_encoder"))
-    tokenizer(vocab_dir).save_pretrained(os.path.join(folder, "tokenizer"))
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                  prediction_type="v_prediction").save_pretrained(os.path.join(folder, "scheduler"))
+    clip_tokenizer(pad_token="!").save_pretrained(os.path.join(folder, "tokenizer"))
+    DDPMScheduler(prediction_type="v_prediction", **sd2.SCHEDULE).save_pretrained(os.path.join(folder, "scheduler"))
     return folder
-
-
-def _save(state: dict, path: str) -> str:
-    """Written under another name first, so an interrupted run leaves no half file for a loader to list."""
-    from safetensors.torch import save_file
-    save_file(state, path + ".partial")
-    os.replace(path + ".partial", path)
-    return path
 
 
 def save_comfyui_text_encoder(path: str, encoder) -> str:
@@ -152,7 +139,7 @@ def save_comfyui_text_encoder(path: str, encoder) -> str:
             if key.startswith(first):
                 state[f"text_model.encoder.layers.{i}.{key[len(first):]}"] = torch.zeros_like(value, dtype=torch.float16)
     state["text_projection.weight"] = torch.eye(encoder.config.hidden_size)  # pooled output, unused by SD 2.x
-    return _save(state, path)
+    return save_file_atomic(state, path)  # a loader never lists a half-written file
 
 
 def save_comfyui_vae(path: str, vae) -> str:
@@ -164,7 +151,7 @@ def save_comfyui_vae(path: str, vae) -> str:
         # ComfyUI's decoder starts with its clamp module; diffusers applies the clamp in forward().
         index = int(index) + (part == "decoder")
         state[f"taesd_{part}.{index}.{rest}"] = value.detach().float().contiguous()
-    state["vae_scale"] = torch.tensor(SD_LATENT_SCALE / vae.config.scaling_factor)
+    state["vae_scale"] = torch.tensor(sd2.LATENT_SCALE / vae.config.scaling_factor)
     state["vae_shift"] = torch.tensor(0.0)
-    return _save(state, path)
+    return save_file_atomic(state, path)  # a loader never lists a half-written file
 

@@ -4,13 +4,18 @@ import os
 import numpy as np
 import torch
 
+from etc_core import sd2
 from etc_vcut_dev.comfy_host import comfyui_path
 
 
-def clip_tokenizer():
+def clip_tokenizer(pad_token: str = None):
+    """CLIP's BPE tokenizer from the vocabulary ComfyUI ships; ``pad_token="!"`` (id 0) pads as SD 2.x's
+    tokenizer and ComfyUI's SD2Tokenizer do."""
     from transformers import CLIPTokenizer
-    vocab = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")  # ComfyUI ships CLIP's BPE vocabulary
-    return CLIPTokenizer(os.path.join(vocab, "vocab.json"), os.path.join(vocab, "merges.txt"), model_max_length=77)
+    vocab = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")
+    padding = {"pad_token": pad_token} if pad_token else {}
+    return CLIPTokenizer(os.path.join(vocab, "vocab.json"), os.path.join(vocab, "merges.txt"), model_max_length=77,
+                         **padding)
 
 
 def write_tiny_sd(path: str, prediction_type: str = "epsilon", sd_layout: bool = False) -> str:
@@ -38,8 +43,7 @@ def write_tiny_sd(path: str, prediction_type: str = "epsilon", sd_layout: bool =
     CLIPTextModel(CLIPTextConfig(hidden_size=hidden, intermediate_size=37, num_hidden_layers=2,
                                  num_attention_heads=2, max_position_embeddings=77)).save_pretrained(os.path.join(path, "text_encoder"))
     clip_tokenizer().save_pretrained(os.path.join(path, "tokenizer"))
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                  prediction_type=prediction_type).save_pretrained(os.path.join(path, "scheduler"))
+    DDPMScheduler(prediction_type=prediction_type, **sd2.SCHEDULE).save_pretrained(os.path.join(path, "scheduler"))
     return path
 
 
@@ -47,7 +51,7 @@ def write_synthetic_data(folder: str, frames: int = 4):
     """Moving-shape videos with captions, captioned images, labelled image folders."""
     import cv2
 
-    from etc_core.video_io import write_video
+    from etc_core.files.video_io import write_video
     os.makedirs(folder, exist_ok=True)
     colors = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
     videos, images = [], []
@@ -131,12 +135,12 @@ def _text_to_open_clip(text_encoder) -> dict:
 def write_tiny_sd2_checkpoint(path: str, folder: str, v_prediction: bool = False) -> str:
     """One SD 2.x ``.safetensors`` file (LDM keys, fp16, as ComfyUI's models/checkpoints holds them) made from
     the tiny diffusers SD with SD 2.x's layout written to ``folder``. ``v_prediction`` spreads the norm bias
-    ComfyUI (and etc_core.pretrained) read the prediction type from."""
+    ComfyUI (and etc_core.train.pretrained) read the prediction type from."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import save_file
     from transformers import CLIPTextModel
 
-    from etc_core.export import unet_to_ldm
+    from etc_core.train.export import unet_to_ldm
     write_tiny_sd(folder, sd_layout=True)
     unet = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"))
     vae = AutoencoderKL.from_pretrained(os.path.join(folder, "vae"))

@@ -27,15 +27,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ..data.sources import TripleData, missing, read_sources, usable_sources
+from ..files.atomic import save_file_atomic, write_text_atomic
+from ..fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
+from ..grid import pack, parse_layout
+from ..mixed_embedding import MixedEmbeddingInput
 from . import checkpoint
-from .data import TripleData, missing, read_sources, usable_sources
+from .config import SKIPPED_FILES, ConfigError, TrainConfig, check_output_dir, checkpoints, claim_output_dir
 from .export import comfyui_lora, save_comfyui_unet
-from .fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
-from .grid import pack, parse_layout
-from .mixed_embedding import MixedEmbeddingInput
 from .pretrained import check_pretrained, load_models
-from .train_config import (SKIPPED_FILES, ConfigError, TrainConfig, check_output_dir, checkpoints,
-                           claim_output_dir, write_text_atomic)
 
 
 def check_launch(config: TrainConfig, resume: bool = False, roots=None):
@@ -215,8 +215,7 @@ class ETCTrainer:
             return load_file(path)["parameters"].to(frame.device)
         parameters = self.vae.encode(frame[None]).latent_dist.parameters[0]
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_file({"parameters": parameters.detach().cpu().contiguous()}, path + ".partial")
-        os.replace(path + ".partial", path)
+        save_file_atomic({"parameters": parameters.detach().cpu().contiguous()}, path)
         return parameters
 
     def encode(self, batch, generator):
@@ -333,7 +332,7 @@ class ETCTrainer:
                 torch._foreach_copy_([p.data for p in self._trainable], self.ema)
         if self.accelerator.is_main_process:
             conv, temb = unet.conv_in, unet.time_embedding
-            unet.conv_in, unet.time_embedding = conv.conv, temb.time_embed
+            unet.conv_in, unet.time_embedding = conv.wrapped, temb.wrapped
             sd_layout = len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2
             try:
                 if self.config.lora_rank:
@@ -370,7 +369,7 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m etc_core.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="JSON file with the TrainConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument("--config-sha256", help="refuse the config unless its file has this digest (the launch "
@@ -400,6 +399,3 @@ def main(argv=None) -> int:
         print(folder)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

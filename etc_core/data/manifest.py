@@ -6,7 +6,8 @@ Errors name the file and the line, never the text of a line: a manifest may be a
 import json
 import os
 
-from .safe_paths import is_inside
+from ..files.atomic import write_text_atomic
+from ..files.safe_paths import is_inside
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -35,11 +36,7 @@ def read_jsonl(path: str):
 
 
 def write_jsonl_atomic(path: str, rows):
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(partial, path)
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def check_inside(path: str, roots, where: str):

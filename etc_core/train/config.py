@@ -8,7 +8,8 @@ import hashlib
 import json
 import os
 
-from .grid import parse_layout
+from ..files.atomic import write_json_atomic
+from ..grid import parse_layout
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 SKIPPED_FILES = "skipped_files.txt"  # "path<TAB>reason" of each listed file the run left out
@@ -188,17 +189,6 @@ def check_output_dir(config: TrainConfig, resume: bool):
     if not resume and checkpoints(folder):
         raise ConfigError(f"output_dir {folder} already has checkpoints; pass --resume to continue that run, "
                           "or pick a new output_dir")
-
-
-def write_text_atomic(path: str, text: str):
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        f.write(text)
-    os.replace(partial, path)
-
-
-def write_json_atomic(path: str, values):
-    write_text_atomic(path, json.dumps(values, indent=1))
 
 
 def claim_output_dir(config: TrainConfig):

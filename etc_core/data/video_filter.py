@@ -15,13 +15,9 @@ import numpy as np
 import torch
 
 from .manifest import read_jsonl, write_jsonl_atomic
-
+from .video_frames import VideoReadError, opened_video, read_frames
 
 SCORES_MARKER = {"etc_filter_scores": 1}
-
-
-class VideoReadError(RuntimeError):
-    pass
 
 
 def check_filter_output(output: str) -> str:
@@ -50,25 +46,10 @@ def sample_frame_indices(total: int, count: int):
     return [min(total - 1, int((i + 0.5) * total / count)) for i in range(count)]
 
 
-def read_frames(path: str, count: int):
+def sampled_frames(path: str, count: int):
     """RGB uint8 frames sampled evenly from the video at ``path``."""
-    import cv2
-
-    capture = cv2.VideoCapture(path)
-    try:
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if not capture.isOpened() or total <= 0:
-            raise VideoReadError(f"cannot read video {path}")
-        frames = []
-        for index in sample_frame_indices(total, count):
-            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-            ok, frame = capture.read()
-            if not ok:
-                raise VideoReadError(f"cannot decode frame {index} of {path}")
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        return frames
-    finally:
-        capture.release()
+    with opened_video(path) as (capture, total, _):
+        return read_frames(capture, sample_frame_indices(total, count), path)
 
 
 @torch.no_grad()
@@ -104,7 +85,7 @@ def filter_videos(entries, output: str, alpha: float, model, processor, frames: 
             if entry["video"] not in done:
                 row = {"video": entry["video"], "caption": entry["caption"]}
                 try:
-                    row["clip_score"] = clip_score(model, processor, read_frames(entry["video"], frames),
+                    row["clip_score"] = clip_score(model, processor, sampled_frames(entry["video"], frames),
                                                    entry["caption"])
                 except VideoReadError as e:
                     row["error"] = str(e)

@@ -14,16 +14,13 @@ import tempfile
 
 import torch
 
+from .. import sd2
 from .vae import SAFE_LOAD, load_vae
 
 DIFFUSERS_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_PARTS = ("unet", "vae", "text_encoder")
 UNET, VAE, TEXT = "model.diffusion_model.", "first_stage_model.", "cond_stage_model.model."
-MERGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "clip_bpe_merges.txt.gz")
-# SD 2.x's training schedule (the scheduler config of stabilityai/stable-diffusion-2-1 and -2-1-base).
-SD2_SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                    clip_sample=False, steps_offset=1)
-SD2_HEAD_CHANNELS = 64
+MERGES = os.path.join(sd2.CONFIG_DIR, "clip_bpe_merges.txt.gz")
 # ComfyUI's SD20.model_type: v-prediction models have a wide spread in this norm's bias.
 V_PROBE, V_PROBE_STD = "output_blocks.11.1.transformer_blocks.0.norm1.bias", 0.09
 
@@ -104,7 +101,7 @@ def ldm_config(sd: dict) -> dict:
                 out_channels=sd[UNET + "out.2.weight"].shape[0], model_channels=ch, channel_mult=mult,
                 num_res_blocks=per_level,
                 attention_resolutions=[2 ** i for i in attention], transformer_depth=[max(d, 1) for d in depth],
-                context_dim=sd[to_k].shape[1], num_head_channels=SD2_HEAD_CHANNELS,
+                context_dim=sd[to_k].shape[1], num_head_channels=sd2.HEAD_CHANNELS,
                 use_linear_in_transformer=proj_in.ndim == 2)
     ddconfig = dict(in_channels=sd[VAE + "encoder.conv_in.weight"].shape[1],
                     out_ch=sd[VAE + "decoder.conv_out.weight"].shape[0], ch=vae_ch,
@@ -112,7 +109,7 @@ def ldm_config(sd: dict) -> dict:
                     ch_mult=[sd[VAE + f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // vae_ch
                              for i in range(vae_levels)],
                     num_res_blocks=_count(keys, VAE + "encoder.down.0.block."))
-    return {"model": {"params": {"unet_config": {"params": unet}, "scale_factor": 0.18215,
+    return {"model": {"params": {"unet_config": {"params": unet}, "scale_factor": sd2.LATENT_SCALE,
                                  "first_stage_config": {"params": {"ddconfig": ddconfig}}}}}
 
 
@@ -187,7 +184,7 @@ def load_single_file(path: str):
     unet = _filled(_empty(UNet2DConditionModel, unet_config), convert_ldm_unet_checkpoint(sd, unet_config))
     vae_config = create_vae_diffusers_config_from_ldm(original, sd)
     vae = _filled(_empty(AutoencoderKL, vae_config), convert_ldm_vae_checkpoint(sd, vae_config))
-    scheduler = DDPMScheduler(prediction_type=prediction_type(sd), **SD2_SCHEDULE)
+    scheduler = DDPMScheduler(prediction_type=prediction_type(sd), **sd2.SCHEDULE)
     return unet, vae, _text_encoder(sd), clip_tokenizer(), scheduler
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .manifest import IMAGE_EXTENSIONS, check_inside, read_manifest
+from .video_frames import VideoReadError, opened_video, read_frames
 
 VIDEO_FPS = (1, 2, 4, 8, 15, 30, 60)
 IMAGE_FPS, LABEL_FPS = 120, 0
@@ -72,20 +73,13 @@ def probe_image(path: str):
 
 def probe_video(path: str):
     """None when ``path`` opens as a video whose first and last frames decode, else why not."""
-    import cv2
     if not os.path.isfile(path):
         return "missing"
-    capture = cv2.VideoCapture(path)
     try:
-        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if not capture.isOpened() or total <= 0:
-            return "cannot open as a video"
-        for index in sorted({0, total - 1}):
-            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-            if not capture.read()[0]:
-                return f"cannot decode frame {index}"
-    finally:
-        capture.release()
+        with opened_video(path) as (capture, total, _):
+            read_frames(capture, sorted({0, total - 1}), path)
+    except VideoReadError as e:
+        return e.reason
     return None
 
 
@@ -198,23 +192,9 @@ class TripleData:
                 "kind": kind, "keys": [f"{f}@{self.resolution}" for f in files]}
 
     def _video(self, entry, rng):
-        import cv2
-        capture = cv2.VideoCapture(entry["video"])
-        try:
-            total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-            clip_fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
-            if total <= 0:
-                raise DataError(f"cannot read video {entry['video']}")
+        with opened_video(entry["video"]) as (capture, total, clip_fps):
             indices, fps = video_frame_indices(clip_fps, total, self.frames, rng)
-            frames = []
-            for i in indices:
-                capture.set(cv2.CAP_PROP_POS_FRAMES, i)
-                ok, frame = capture.read()
-                if not ok:
-                    raise DataError(f"cannot decode frame {i} of {entry['video']}")
-                frames.append(resize_crop(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), self.resolution))
-        finally:
-            capture.release()
+            frames = [resize_crop(f, self.resolution) for f in read_frames(capture, indices, entry["video"])]
         return {"pixels": frames_to_tensor(frames), "caption": entry["caption"], "fps": fps, "kind": "video",
                 "keys": [f"{entry['video']}#{i}@{self.resolution}" for i in indices]}
 

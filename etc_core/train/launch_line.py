@@ -6,11 +6,13 @@ import json
 import os
 import shlex
 
-from .train import check_launch
-from .train_config import TrainConfig, claim_output_dir, write_text_atomic
+from .. import sd2
+from ..files.atomic import write_text_atomic
+from .config import TrainConfig, claim_output_dir
+from .trainer import check_launch
 
-PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEEPSPEED_CONFIG = "etc_core/configs/accelerate_deepspeed_zero2.yaml"  # relative to PACK_ROOT
+PACK_ROOT = os.path.dirname(os.path.dirname(sd2.CONFIG_DIR))
+DEEPSPEED_CONFIG = os.path.relpath(os.path.join(sd2.CONFIG_DIR, "accelerate_deepspeed_zero2.yaml"), PACK_ROOT)
 CONFIG_FILE = "launch_config.json"
 
 

@@ -1,6 +1,6 @@
-"""``python -m etc_core.filter``: keep the top alpha fraction of caption-video pairs by CLIP score.
+"""``python -m etc_core.data.filter``: keep the top alpha fraction of caption-video pairs by CLIP score.
 
-    python -m etc_core.filter --input pairs.jsonl --output kept.jsonl --alpha 0.3 --clip /path/to/clip
+    python -m etc_core.data.filter --input pairs.jsonl --output kept.jsonl --alpha 0.3 --clip /path/to/clip
 
 ``--input`` is JSONL with ``{"video": path, "caption": text}`` per line (relative paths are taken from
 the file's folder), or a folder of videos with same-name ``.txt`` captions. ``--clip`` is a local CLIP

@@ -21,6 +21,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .atomic import write_atomic
+
 FORMATS = ("h264-mp4", "vp9-webm", "webp")
 EXTENSIONS = {"h264-mp4": "mp4", "vp9-webm": "webm", "webp": "webp"}
 MAX_CRF = {"h264-mp4": 51, "vp9-webm": 63, "webp": 100}
@@ -110,18 +112,6 @@ def _write_pillow(path: str, frames: np.ndarray, fps: float, pil_format: str, **
                    loop=0, **options)
 
 
-def _atomic(path: str, write):
-    """Run ``write(partial)`` and move the result to ``path``; nothing is left at ``path`` on failure."""
-    partial = path + ".partial"
-    try:
-        write(partial)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    return path
-
-
 def write_video(path: str, frames: np.ndarray, fps: float, fmt: str = "h264-mp4", crf: int = 19,
                 metadata: dict = None, audio=None) -> str:
     """Write RGB uint8 frames [T, H, W, 3] at ``fps`` to ``path`` atomically; returns ``path``.
@@ -140,20 +130,20 @@ def write_video(path: str, frames: np.ndarray, fps: float, fmt: str = "h264-mp4"
     if fmt == "webp":
         if audio is not None:
             raise ValueError("audio: WEBP has no audio track; pick h264-mp4 or vp9-webm, or disconnect the audio")
-        return _atomic(path, lambda partial: _write_pillow(partial, frames, fps, "WEBP", quality=100 - crf,
+        return write_atomic(path, lambda partial: _write_pillow(partial, frames, fps, "WEBP", quality=100 - crf,
                                                            exif=_webp_exif(metadata)))
     frames, note = even_frames(frames)
     if note:
         log.warning("%s: %s", os.path.basename(path), note)
     audio = None if audio is None else _audio_waveform(audio, len(frames) / fps)
-    return _atomic(path, lambda partial: _write_av(partial, frames, fps, fmt, crf, metadata, audio))
+    return write_atomic(path, lambda partial: _write_av(partial, frames, fps, fmt, crf, metadata, audio))
 
 
 def write_gif(path: str, frames: np.ndarray, fps: float, max_side: int = 512) -> str:
     """A looping GIF of the frames, every ``k``-th pixel so the longer side is at most ``max_side``."""
     frames = _check_frames(frames)
     step = math.ceil(max(frames.shape[1:3]) / max_side)
-    return _atomic(path, lambda partial: _write_pillow(partial, frames[:, ::step, ::step], fps, "GIF"))
+    return write_atomic(path, lambda partial: _write_pillow(partial, frames[:, ::step, ::step], fps, "GIF"))
 
 
 def _is_pillow_animation(path: str) -> bool:
