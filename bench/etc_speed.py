@@ -19,7 +19,7 @@ import torch
 from diffusers import UNet2DConditionModel, UNet3DConditionModel
 
 from etc_core import FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, parse_layout, sd2
-from etc_vcut_dev.timing import median_seconds
+from etc_vcut_dev.timing import etc_size_arguments, median_seconds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SD21 = sd2.UNET_SD21
@@ -27,10 +27,7 @@ STEPS = 25
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--frames", type=int, default=16)
+    parser = etc_size_arguments(argparse.ArgumentParser())
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)

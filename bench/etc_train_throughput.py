@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 from etc_core import FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, parse_layout, sd2
+from etc_vcut_dev.timing import etc_size_arguments
 
 SD21 = sd2.UNET_SD21
 
@@ -62,10 +63,7 @@ def one_batch_size(device, size, frames, batch, precision, steps=2):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--frames", type=int, default=16)
+    parser = etc_size_arguments(argparse.ArgumentParser())
     parser.add_argument("--max-batch", type=int, default=2)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default=None,
                         help="bf16 autocast (default on a GPU) or fp32 (default on a CPU, where bf16 is emulated)")
