@@ -58,8 +58,9 @@ def test_ui_workflow_loads_in_the_web_frontend(page, comfy_server, path, tmp_pat
     os.makedirs(out_dir, exist_ok=True)
     screenshot = os.path.join(out_dir, os.path.basename(path).replace(".json", ".png"))
     page.screenshot(path=screenshot)
-    if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS"):  # the template browser's thumbnail, next to the workflow
+    if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS"):  # the template browser's thumbnail, beside the copy it serves
         from PIL import Image
+        thumbnail = os.path.join(REPO, "example_workflows", os.path.basename(path).replace(".json", ".jpg"))
         with Image.open(screenshot) as image:
             image.convert("RGB").resize((640, 640 * image.height // image.width), Image.LANCZOS).save(
-                path.replace(".json", ".jpg"), quality=85)
+                thumbnail, quality=85)
