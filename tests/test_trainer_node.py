@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -165,3 +166,21 @@ def test_train_command_writes_the_config_and_a_line_a_terminal_runs(comfy_server
     assert tampered.stderr.strip().splitlines()[-1] == (f"error: the config {config} changed since its launch line "
                                                         "was made (sha256 differs); make the line again and check "
                                                         "the file")
+
+
+def test_data_in_a_folder_that_extra_model_paths_yaml_adds(comfy_server, served_setup, setup):
+    """The server's own configuration (an `etc_vcut_data:` key in extra_model_paths.yaml, see
+    dev/etc_vcut_dev/comfy_host.py) adds a data folder; the graph names files relative to it, never by an
+    absolute path."""
+    clips = os.path.join(comfy_server.base, "data", "clips")
+    shutil.copytree(os.path.dirname(setup[1]["video_manifest"]), clips, dirs_exist_ok=True)
+    node = dict(trainer_graph(served_setup, "etc_runs/extra_data")["train"], class_type="ETCTrainCommand")
+    node["inputs"] = dict(node["inputs"], num_processes=2, deepspeed=True, video_manifest="clips/videos.jsonl",
+                          image_manifest="", label_folder="")
+    line = comfy_server.run({"cmd": node})["cmd"]["text"][0]
+    assert "--config_file etc_core/configs/accelerate_deepspeed_zero2.yaml --num_processes 2" in line
+    with open(comfy_server.output_path("etc_runs", "extra_data", "launch_config.json")) as f:
+        assert json.load(f)["video_manifest"] == os.path.join(clips, "videos.jsonl")
+    node["inputs"] = dict(node["inputs"], video_manifest=os.path.join(clips, "videos.jsonl"))
+    with pytest.raises(PromptError, match="video_manifest must be a path relative to ComfyUI's input/ or models/"):
+        comfy_server.run({"cmd": node})

@@ -64,7 +64,8 @@ def comfyui_path() -> str:
 def make_instance(base: str, with_fixtures: bool = True, with_pack: bool = True) -> str:
     """Folders for one ComfyUI instance under ``base``; returns the extra-model-paths file."""
     for sub in ("custom_nodes", "models/checkpoints", "models/etc", "models/clip_vision", "models/clip",
-                "models/diffusers", "models/loras", "models/unet", "models/vae", "input", "output", "temp", "user"):
+                "models/diffusers", "models/loras", "models/unet", "models/vae", "input", "output", "temp", "user",
+                "data"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
     links = {PACK_DIR_NAME: REPO} if with_pack else {}
     if with_fixtures:
@@ -78,7 +79,8 @@ def make_instance(base: str, with_fixtures: bool = True, with_pack: bool = True)
         f.write(f"etcvcut:\n  base_path: {base}\n  custom_nodes: custom_nodes\n"
                 "  checkpoints: models/checkpoints\n  clip_vision: models/clip_vision\n  clip: models/clip\n"
                 "  diffusers: models/diffusers\n  loras: models/loras\n  etc: models/etc\n"
-                "  unet: models/unet\n  diffusion_models: models/unet\n  vae: models/vae\n  text_encoders: models/clip\n")
+                "  unet: models/unet\n  diffusion_models: models/unet\n  vae: models/vae\n  text_encoders: models/clip\n"
+                "  etc_vcut_data: data\n")  # a data folder outside input/ and models/, as the README shows
     return config
 
 
