@@ -210,6 +210,23 @@ class SaveTensors:
         return {"ui": {"tensors": [{"filename": f"{prefix}.safetensors"}]}}
 
 
+class ShapeLatent:
+    """A LATENT of any shape that holds no memory (one zero, expanded): lets a test hand a node a grid of
+    hundreds of gigabytes to refuse without allocating it."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        big = {"default": 8, "min": 1, "max": 1 << 20}
+        return {"required": {"batch": ("INT", big), "height": ("INT", big), "width": ("INT", big)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "make"
+    CATEGORY = "testing/etc_vcut"
+
+    def make(self, batch, height, width):
+        return ({"samples": torch.zeros(()).expand(batch, 4, height, width)},)
+
+
 class Tone:
     """A sine tone as ComfyUI's AUDIO dict ({"waveform": [1, C, S], "sample_rate"}), for hosts without audio
     nodes (LoadAudio needs torchaudio)."""
@@ -241,4 +258,5 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
     "ETCVCUTTestSaveTensors": SaveTensors,
     "ETCVCUTTestTone": Tone,
+    "ETCVCUTTestShapeLatent": ShapeLatent,
 }
