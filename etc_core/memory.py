@@ -8,9 +8,11 @@ counted low on purpose (refusing a run that would fit is worse than letting a bo
 - the sampler's latents (noisy latent, noise, denoised, the step's derivative), float32;
 - one UNet pass at batch 1 (ComfyUI splits cond and uncond when the batch does not fit): the skip
   connections every input block keeps for the output blocks, plus the widest block's working tensors;
-- the largest attention: q, k, v and output, plus its scores when the attention implementation holds them
-  whole (``quadratic``: ComfyUI's basic attention; ``split``: the same in at most 64 slices; the
-  memory-efficient ones, sub-quadratic, PyTorch SDPA, xformers, chunk the scores to fit free memory).
+- the largest transformer block: its GEGLU feed-forward holds a projection 8x the block's width and the
+  gated 4x product at once; its attention holds q, k, v and output, plus the scores when the attention
+  implementation holds them whole (``quadratic``: ComfyUI's basic attention; ``split``: the same in at most
+  64 slices; the memory-efficient ones, sub-quadratic, PyTorch SDPA, xformers, chunk the scores to fit
+  free memory).
 
 :func:`frames_bytes` is the decoded IMAGE batch (float32, on the CPU).
 """
@@ -22,6 +24,8 @@ ATTENTION_KINDS = ("quadratic", "split", "memory-efficient")
 SAMPLER_LATENTS = 4
 WORKING_TENSORS = 3
 SPLIT_SLICES = 64
+ATTENTION_TENSORS = 4  # q, k, v, output
+FEED_FORWARD_TENSORS = 12  # GEGLU: the 8x projection and the 4x gated product
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,8 @@ def sampling_bytes(unet: torch.nn.Module, batch: int, latent_channels: int, heig
             a_tokens = tokens // 4 ** a.level
             scores = a.heads * a_tokens * a_tokens * 4  # softmax in float32
             scores = {"quadratic": scores, "split": scores // SPLIT_SLICES, "memory-efficient": 0}[attention]
-            attention_bytes = max(attention_bytes, 4 * size(a) * element_bytes + scores)
+            qkv = ATTENTION_TENSORS * size(a) * element_bytes + scores
+            attention_bytes = max(attention_bytes, qkv, FEED_FORWARD_TENSORS * size(a) * element_bytes)
     return latents + batch * (held * element_bytes + attention_bytes)
 
 

@@ -27,7 +27,8 @@ def check_finite_floats(node: str, float_inputs: dict, values: dict):
     for name, options in float_inputs.items():
         value = values.get(name)
         if isinstance(value, (int, float)) and not math.isfinite(value):
-            limits = f" in [{options['min']}, {options['max']}]" if "min" in options and "max" in options else ""
+            limits = (f" in [{float(options['min'])}, {float(options['max'])}]" if "min" in options and "max" in options
+                      else "")
             raise ValueError(f"{node}: {name} is {quote(value)}, not a finite number; set it to a number{limits}")
 
 

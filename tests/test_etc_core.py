@@ -182,7 +182,8 @@ def _tiny_ldm_unet():
 
 
 def test_sampling_memory_counts_skips_working_tensors_and_attention():
-    from etc_core.memory import SAMPLER_LATENTS, WORKING_TENSORS, sampling_bytes, unet_activations
+    from etc_core.memory import (ATTENTION_TENSORS, FEED_FORWARD_TENSORS, SAMPLER_LATENTS, WORKING_TENSORS,
+                                 sampling_bytes, unet_activations)
     unet = _tiny_ldm_unet()
     skips, blocks = unet_activations(unet)
     assert [(a.channels, a.level) for a in skips] == [(32, 0), (32, 1)]
@@ -190,10 +191,12 @@ def test_sampling_memory_counts_skips_working_tensors_and_attention():
     h, w, tokens = 64, 32, 64 * 32
     latents = SAMPLER_LATENTS * 4 * tokens * 4
     held = 32 * tokens + 32 * tokens // 4 + WORKING_TENSORS * 32 * tokens
+    attention_block = 32 * tokens // 4 * 2  # one tensor of the attention level, 2 bytes an element
     efficient = sampling_bytes(unet, 1, 4, h, w, 2)
-    assert efficient == latents + held * 2 + 4 * 32 * tokens // 4 * 2
+    assert efficient == latents + held * 2 + FEED_FORWARD_TENSORS * attention_block
     quadratic = sampling_bytes(unet, 1, 4, h, w, 2, "quadratic")
-    assert quadratic - efficient == 2 * (tokens // 4) ** 2 * 4
+    scores = 2 * (tokens // 4) ** 2 * 4  # 2 heads, float32
+    assert quadratic == latents + held * 2 + ATTENTION_TENSORS * attention_block + scores
     assert sampling_bytes(unet, 3, 4, h, w, 2) == 3 * efficient
 
 

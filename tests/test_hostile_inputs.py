@@ -19,6 +19,7 @@ from etc_core.video_io import write_video
 from graphs import etc_graph, etc_patch_graph, svd_graph
 from node_checks import refusal, tree_digest
 from test_video_comfy import audio_samples
+from test_node_paths import _trainer, instance  # noqa: F401 (a fixture)
 from test_video_filter import _moving_square, clip_dir  # noqa: F401 (a fixture)
 
 TINY_BASE = "sd-unet:in=4,ch=32,temb=128"
@@ -175,26 +176,58 @@ def test_save_video_encodes_frame_by_frame(comfy_server, normal):
 # Silent wrong results
 
 
-@pytest.mark.parametrize("node, name, limits", [("etc", "cfg", "[0.0, 100.0]"), ("etc", "theta", "[1.0, 1000000000.0]"),
-                                                ("etc", "me_strength", "[0.0, 10.0]"),
-                                                ("video", "frame_rate", "[0.1, 240.0]")])
-def test_nan_float_inputs_are_refused_naming_the_input(comfy_server, normal, node, name, limits):
-    graph = _video_only("nan_video")
-    graph[node]["inputs"][name] = float("nan")
+def _filter_graph(server, clip, **inputs):
+    shutil.copytree(clip, os.path.join(server.base, "models", "clip_vision", "tiny-clip"), dirs_exist_ok=True)
+    return {"f": {"class_type": "ETCVideoFilter", "inputs": dict(
+        {"manifest": "none.jsonl", "output": "nan_filter/kept.jsonl", "alpha": 0.5, "clip": "tiny-clip",
+         "frames": 2}, **inputs)}}
+
+
+# (node id, graph builder) for every pack node with a FLOAT input
+NAN_GRAPHS = {
+    "ETCSampler": ("etc", lambda server, clip: _video_only("nan_video")),
+    "ETCSaveVideo": ("video", lambda server, clip: _video_only("nan_video")),
+    "ETCMixedEmbedding": ("me", lambda server, clip: etc_patch_graph(me=(1.0, 10000.0), prefix="nan_me")),
+    "ETCVideoFilter": ("f", _filter_graph),
+    "ETCTrainer": ("train", lambda server, clip: _trainer()),  # its base model: test_node_paths' instance
+}
+
+
+def _pack_float_inputs(server):
+    """{(node, input): options} of every FLOAT input of the pack's nodes, as the server lists them."""
+    found = {}
+    for node, info in server.get("/object_info").items():
+        if info.get("category") in ("video/ETC", "video/VCUT"):
+            for section in ("required", "optional"):
+                for name, spec in info["input"].get(section, {}).items():
+                    if spec[0] == "FLOAT":
+                        found[(node, name)] = spec[1]
+    return found
+
+
+def test_the_nan_test_covers_every_float_input_of_the_pack(comfy_server):
+    assert {node for node, _ in _pack_float_inputs(comfy_server)} == set(NAN_GRAPHS)
+
+
+@pytest.mark.parametrize("node, name", [("ETCSampler", "cfg"), ("ETCSampler", "theta"), ("ETCSampler", "me_strength"),
+                                        ("ETCSaveVideo", "frame_rate"), ("ETCMixedEmbedding", "theta"),
+                                        ("ETCMixedEmbedding", "strength"), ("ETCVideoFilter", "alpha"),
+                                        ("ETCTrainer", "lr"), ("ETCTrainer", "lora_alpha"),
+                                        ("ETCTrainer", "caption_dropout")])
+def test_nan_float_inputs_are_refused_naming_the_input(comfy_server, normal, clip_dir, request, node,  # noqa: F811
+                                                       name):
+    if node == "ETCTrainer":
+        request.getfixturevalue("instance")
+    options = _pack_float_inputs(comfy_server)[(node, name)]
+    node_id, build = NAN_GRAPHS[node]
+    graph = build(comfy_server, clip_dir)
+    graph[node_id]["inputs"][name] = float("nan")
     before = tree_digest(*_folders(comfy_server))
     message, _ = refusal(comfy_server, graph)
-    node_class = graph[node]["class_type"]
-    assert message == f"{node_class}: {name} is nan, not a finite number; set it to a number in {limits}"
+    assert message == (f"{node}: {name} is nan, not a finite number; set it to a number in "
+                       f"[{float(options['min'])}, {float(options['max'])}]")
     assert tree_digest(*_folders(comfy_server)) == before
     normal()
-
-
-@pytest.mark.parametrize("name", ["theta", "strength"])
-def test_nan_mixed_embedding_inputs_are_refused(comfy_server, name):
-    graph = etc_patch_graph(me=(1.0, 10000.0), prefix="nan_me")
-    graph["me"]["inputs"][name] = float("nan")
-    message, _ = refusal(comfy_server, graph)
-    assert message.startswith(f"ETCMixedEmbedding: {name} is nan, not a finite number")
 
 
 @pytest.mark.parametrize("fill, shown", [(float("nan"), "nan"), (1e30, "1e30")])
