@@ -154,6 +154,33 @@ def test_a_grid_too_big_for_memory_is_refused_before_it_is_allocated(comfy_serve
     normal()
 
 
+SD21_256_FRAMES_GIB = 28.9  # etc_core.memory's floor for SD 2.1, 256 frames of 512x512, fp32, batch 1
+
+
+@pytest.mark.parametrize("node", ["ETCSampler", "ETCMixedEmbedding"])
+def test_sd21_at_256_frames_of_512x512_is_refused_where_it_cannot_fit(comfy_server, normal, node):
+    """The issue's second size, with SD 2.1's real UNet layout (a meta-device model: shapes, no weights)."""
+    free = psutil.virtual_memory().available
+    if free > SD21_256_FRAMES_GIB * 2**30:
+        pytest.skip(f"{free / 2**30:.1f} GiB free: SD 2.1 at 256 frames of 512x512 may fit here")
+    if node == "ETCSampler":
+        graph = etc_graph(frames=256, layout="auto", size=512, video=False, prefix="sd21_grid")
+        graph["etc"]["inputs"]["model"] = ["load_meta", 0]
+    else:
+        graph = etc_patch_graph(me=(1.0, 10000.0), frames=256, layout="16x16", prefix="sd21_patch")
+        graph["grid"] = {"class_type": "ETCVCUTTestShapeLatent", "inputs": {"batch": 1, "height": 1024,
+                                                                             "width": 1024}}
+        graph["me"]["inputs"]["model"] = ["load_meta", 0]
+    graph["load_meta"] = {"class_type": "ETCVCUTTestMetaSD21", "inputs": {}}
+    with PeakRSS(comfy_server) as rss:
+        message, _ = refusal(comfy_server, graph)
+    assert message.startswith(f"{node}: 256 frames of 512x512 need about ")
+    needed = float(message.split(" need about ")[1].split(" GiB")[0])
+    assert needed >= SD21_256_FRAMES_GIB and "sizes that fit: frames=" in message
+    assert rss.growth < 300 * MiB, f"the refusal grew the server by {rss.growth / MiB:.0f} MiB"
+    normal()
+
+
 def test_save_video_encodes_frame_by_frame(comfy_server, normal):
     """128 frames of 512x512 (384 MiB as float): saving them grows the server by far less than the 2.7x of a
     whole-batch conversion. The frames come from a first run (EmptyImage itself peaks at 2x while making

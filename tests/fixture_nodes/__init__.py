@@ -6,7 +6,7 @@ import folder_paths
 import torch
 from safetensors.torch import save_file
 
-from .tiny_models import tiny_clip_vision, tiny_sd2, tiny_svd, tiny_svd_zero_tca, write_checkpoint
+from .tiny_models import meta_sd21, tiny_clip_vision, tiny_sd2, tiny_svd, tiny_svd_zero_tca, write_checkpoint
 
 
 class TinySVDLoader:
@@ -227,6 +227,21 @@ class ShapeLatent:
         return ({"samples": torch.zeros(()).expand(batch, 4, height, width)},)
 
 
+class MetaSD21:
+    """SD 2.1's UNet layout on the meta device: the full model's shape, no weights (memory-estimate tests)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self):
+        return (meta_sd21(),)
+
+
 class Tone:
     """A sine tone as ComfyUI's AUDIO dict ({"waveform": [1, C, S], "sample_rate"}), for hosts without audio
     nodes (LoadAudio needs torchaudio)."""
@@ -259,4 +274,5 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestSaveTensors": SaveTensors,
     "ETCVCUTTestTone": Tone,
     "ETCVCUTTestShapeLatent": ShapeLatent,
+    "ETCVCUTTestMetaSD21": MetaSD21,
 }
