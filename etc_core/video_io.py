@@ -21,6 +21,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .messages import quote
+
 FORMATS = ("h264-mp4", "vp9-webm", "webp")
 EXTENSIONS = {"h264-mp4": "mp4", "vp9-webm": "webm", "webp": "webp"}
 MAX_CRF = {"h264-mp4": 51, "vp9-webm": 63, "webp": 100}
@@ -89,8 +91,9 @@ def _audio_waveform(audio, seconds: float):
     if waveform.ndim != 2 or waveform.shape[0] not in (1, 2) or not waveform.shape[1]:
         raise ValueError(f"audio must be mono or stereo with samples, got a waveform of shape {list(waveform.shape)}")
     if not (isinstance(sample_rate, (int, float)) and AUDIO_RATE_RANGE[0] <= sample_rate <= AUDIO_RATE_RANGE[1]):
-        raise ValueError(f"audio sample rate {sample_rate!r} is outside {AUDIO_RATE_RANGE[0]}-{AUDIO_RATE_RANGE[1]} Hz; "
-                         "resample the audio (e.g. to 48000 Hz) before saving")
+        low, high = AUDIO_RATE_RANGE
+        raise ValueError(f"audio sample rate {quote(sample_rate)} is outside {low}-{high} Hz; resample the audio "
+                         "(e.g. to 48000 Hz) before saving")
     return np.ascontiguousarray(waveform[:, :math.ceil(sample_rate * seconds)]), int(sample_rate)
 
 
@@ -180,7 +183,7 @@ def write_video(path: str, frames, fps: float, fmt: str = "h264-mp4", crf: int =
     ``audio``: ``(waveform [C, S], sample_rate)`` or ``None`` (MP4 and WebM only).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r} is not one of {list(FORMATS)}")
+        raise ValueError(f"format {quote(fmt)} is not one of {list(FORMATS)}")
     frames = _check_frames(frames)
     if not fps > 0:
         raise ValueError(f"frame_rate must be positive, got {fps}")

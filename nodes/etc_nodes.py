@@ -6,6 +6,7 @@ import torch
 from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
                         load_fps_module, pack, parse_layout, unpack)
 from ..etc_core.grid import check_frame_size, check_grid_latent
+from ..etc_core.messages import quote
 from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
 from ..etc_core.unet_check import check_image_unet
 from .comfy_versions import attention_kind, compute_element_bytes, free_memory, module_to_patch
@@ -86,7 +87,7 @@ def patch_fps(model, fps, fps_weights):
         _register_etc_folder()
         path = folder_paths.get_full_path("etc", fps_weights)
         if path is None:
-            raise FileNotFoundError(f"fps_weights {fps_weights!r} is not in models/etc; put the file there or "
+            raise FileNotFoundError(f"fps_weights {quote(fps_weights)} is not in models/etc; put the file there or "
                                     f"pick one of {_fps_files()}")
         module, _ = load_fps_module(path, expected_base_model=base_model_fingerprint(unet))
     device = time_embed[0].weight.device

@@ -203,57 +203,60 @@ def test_save_video_encodes_frame_by_frame(comfy_server, normal):
 # Silent wrong results
 
 
-def _filter_graph(server, clip, **inputs):
-    shutil.copytree(clip, os.path.join(server.base, "models", "clip_vision", "tiny-clip"), dirs_exist_ok=True)
-    return {"f": {"class_type": "ETCVideoFilter", "inputs": dict(
-        {"manifest": "none.jsonl", "output": "nan_filter/kept.jsonl", "alpha": 0.5, "clip": "tiny-clip",
-         "frames": 2}, **inputs)}}
-
-
-# (node id, graph builder) for every pack node with a FLOAT input
-NAN_GRAPHS = {
-    "ETCSampler": ("etc", lambda server, clip: _video_only("nan_video")),
-    "ETCSaveVideo": ("video", lambda server, clip: _video_only("nan_video")),
-    "ETCMixedEmbedding": ("me", lambda server, clip: etc_patch_graph(me=(1.0, 10000.0), prefix="nan_me")),
-    "ETCVideoFilter": ("f", _filter_graph),
-    "ETCTrainer": ("train", lambda server, clip: _trainer()),  # its base model: test_node_paths' instance
+# Nodes whose FLOAT inputs need linked inputs (MODEL, IMAGE, ...): (node id, graph). Every other pack node
+# with a FLOAT input gets a graph of itself alone, its widgets at their defaults.
+LINKED_GRAPHS = {
+    "ETCSampler": ("etc", lambda: _video_only("nan_video")),
+    "ETCSaveVideo": ("video", lambda: _video_only("nan_video")),
+    "ETCMixedEmbedding": ("me", lambda: etc_patch_graph(me=(1.0, 10000.0), prefix="nan_me")),
 }
 
 
-def _pack_float_inputs(server):
-    """{(node, input): options} of every FLOAT input of the pack's nodes, as the server lists them."""
-    found = {}
-    for node, info in server.get("/object_info").items():
-        if info.get("category") in ("video/ETC", "video/VCUT"):
-            for section in ("required", "optional"):
-                for name, spec in info["input"].get(section, {}).items():
-                    if spec[0] == "FLOAT":
-                        found[(node, name)] = spec[1]
-    return found
+def _pack_nodes(server):
+    return {node: info for node, info in server.get("/object_info").items()
+            if info.get("category") in ("video/ETC", "video/VCUT")}
 
 
-def test_the_nan_test_covers_every_float_input_of_the_pack(comfy_server):
-    assert {node for node, _ in _pack_float_inputs(comfy_server)} == set(NAN_GRAPHS)
+def _float_inputs(info) -> dict:
+    return {name: spec[1] for section in ("required", "optional") for name, spec in info["input"].get(section, {}).items()
+            if spec[0] == "FLOAT"}
 
 
-@pytest.mark.parametrize("node, name", [("ETCSampler", "cfg"), ("ETCSampler", "theta"), ("ETCSampler", "me_strength"),
-                                        ("ETCSaveVideo", "frame_rate"), ("ETCMixedEmbedding", "theta"),
-                                        ("ETCMixedEmbedding", "strength"), ("ETCVideoFilter", "alpha"),
-                                        ("ETCTrainer", "lr"), ("ETCTrainer", "lora_alpha"),
-                                        ("ETCTrainer", "caption_dropout")])
-def test_nan_float_inputs_are_refused_naming_the_input(comfy_server, normal, clip_dir, request, node,  # noqa: F811
-                                                       name):
-    if node == "ETCTrainer":
-        request.getfixturevalue("instance")
-    options = _pack_float_inputs(comfy_server)[(node, name)]
-    node_id, build = NAN_GRAPHS[node]
-    graph = build(comfy_server, clip_dir)
-    graph[node_id]["inputs"][name] = float("nan")
-    before = tree_digest(*_folders(comfy_server))
-    message, _ = refusal(comfy_server, graph)
-    assert message == (f"{node}: {name} is nan, not a finite number; set it to a number in "
-                       f"[{float(options['min'])}, {float(options['max'])}]")
-    assert tree_digest(*_folders(comfy_server)) == before
+def _alone(node, info):
+    """``node`` alone, each required input at its default (a combo at its first option)."""
+    inputs = {}
+    for name, spec in info["input"]["required"].items():
+        kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+        if isinstance(kind, list) or kind == "COMBO":
+            choices = kind if isinstance(kind, list) else options.get("options", [])
+            assert choices, f"{node}.{name} offers no choice on this server"
+            inputs[name] = choices[0]
+        elif kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+            inputs[name] = options.get("default", {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind])
+        else:
+            raise AssertionError(f"{node} takes a {kind}: add a graph for it to LINKED_GRAPHS")
+    assert info.get("output_node"), f"{node} is not an output node: add a graph for it to LINKED_GRAPHS"
+    return "n", {"n": {"class_type": node, "inputs": inputs}}
+
+
+def test_nan_in_every_float_input_of_the_pack_is_refused_naming_it(comfy_server, normal, clip_dir,  # noqa: F811
+                                                                  instance):  # noqa: F811
+    """Every FLOAT input the server lists for the pack's nodes (ComfyUI's min/max check lets NaN through)."""
+    shutil.copytree(clip_dir, os.path.join(comfy_server.base, "models", "clip_vision", "tiny-clip"),
+                    dirs_exist_ok=True)  # ETCVideoFilter's list, as the trainer's needs instance's base model
+    nodes = _pack_nodes(comfy_server)
+    cases = [(node, name, options) for node, info in sorted(nodes.items())
+             for name, options in sorted(_float_inputs(info).items())]
+    assert {"ETCSampler", "ETCSaveVideo", "ETCMixedEmbedding", "ETCVideoFilter", "ETCTrainer"} <= {c[0] for c in cases}
+    for node, name, options in cases:
+        node_id, graph = (LINKED_GRAPHS[node][0], LINKED_GRAPHS[node][1]()) if node in LINKED_GRAPHS \
+            else _alone(node, nodes[node])
+        graph[node_id]["inputs"][name] = float("nan")
+        before = tree_digest(*_folders(comfy_server))
+        message, _ = refusal(comfy_server, graph)
+        assert message == (f"{node}: {name} is nan, not a finite number; set it to a number in "
+                           f"[{float(options['min'])}, {float(options['max'])}]"), (node, name)
+        assert tree_digest(*_folders(comfy_server)) == before, (node, name)
     normal()
 
 
