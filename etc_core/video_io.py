@@ -16,6 +16,7 @@ Formats (``FORMATS``):
 import json
 import logging
 import math
+import numbers
 import os
 from fractions import Fraction
 
@@ -90,7 +91,7 @@ def _audio_waveform(audio, seconds: float):
     waveform = np.asarray(waveform, np.float32)
     if waveform.ndim != 2 or waveform.shape[0] not in (1, 2) or not waveform.shape[1]:
         raise ValueError(f"audio must be mono or stereo with samples, got a waveform of shape {list(waveform.shape)}")
-    if not (isinstance(sample_rate, (int, float)) and AUDIO_RATE_RANGE[0] <= sample_rate <= AUDIO_RATE_RANGE[1]):
+    if not (isinstance(sample_rate, numbers.Real) and AUDIO_RATE_RANGE[0] <= sample_rate <= AUDIO_RATE_RANGE[1]):
         low, high = AUDIO_RATE_RANGE
         raise ValueError(f"audio sample rate {quote(sample_rate)} is outside {low}-{high} Hz; resample the audio "
                          "(e.g. to 48000 Hz) before saving")
