@@ -110,8 +110,10 @@ def test_an_fps_file_declaring_a_huge_width_is_refused_from_its_header(comfy_ser
     name = f"huge_{width}.safetensors"
     path = _fps_file(comfy_server, name, {"width": width}, {"mlp.0.weight": torch.zeros(2, 2)})
     assert os.path.getsize(path) < 1000
+    before = tree_digest(*_folders(comfy_server))
     with PeakRSS(comfy_server) as rss:
         message, _ = refusal(comfy_server, etc_graph(fps_weights=name, video=False, prefix="huge_fps"))
+    assert tree_digest(*_folders(comfy_server)) == before
     assert message == (f"fps_weights {name} does not hold the weights of an FPS module of width '{width}' (wrong or "
                        "damaged file); replace it with the etc_fps.safetensors a run exported")
     assert rss.growth < 300 * MiB, f"the refusal grew the server by {rss.growth / MiB:.0f} MiB"
@@ -143,8 +145,10 @@ def _huge_empty_latent():
                                                 ("ETCMixedEmbedding", _huge_grid_patch, 4),
                                                 ("ETCEmptyGridLatent", _huge_empty_latent, 64)])
 def test_a_grid_too_big_for_memory_is_refused_before_it_is_allocated(comfy_server, normal, node, graph, batch):
+    before = tree_digest(*_folders(comfy_server))
     with PeakRSS(comfy_server) as rss:
         message, _ = refusal(comfy_server, graph())
+    assert tree_digest(*_folders(comfy_server)) == before
     assert message.startswith(f"{node}: 1024 frames of 4096x4096 (batch {batch}) need about ")
     needed, free = (float(part.split(" GiB")[0].split()[-1]) for part in message.split(", and "))
     assert needed > free > 0 and " is free; sizes that fit: frames=" in message
@@ -320,7 +324,7 @@ def test_video_filter_scores_each_caption_of_a_video(comfy_server, clip_dir, tmp
     assert len({s["clip_score"] for s in scores}) == 3
 
 
-def test_fps_conditioning_refuses_an_svd_model(comfy_server):
+def test_fps_conditioning_refuses_an_svd_model(comfy_server, normal):
     graph = {"load_svd": {"class_type": "ETCVCUTTestTinySVD", "inputs": {"seed": 0}},
              "fps": {"class_type": "ETCFPSConditioning", "inputs": {"model": ["load_svd", 0], "fps": 8,
                                                                     "fps_weights": "untrained (zero init, no-op)"}},
@@ -336,6 +340,7 @@ def test_fps_conditioning_refuses_an_svd_model(comfy_server):
                                                                          "latent": ["sample", 0]}}}
     message, _ = refusal(comfy_server, graph)
     assert message.startswith("ETCFPSConditioning: the MODEL is not an SD 2.x-like image UNet: it is a video UNet")
+    normal()
 
 
 # Unclear errors
@@ -350,24 +355,26 @@ def test_audio_at_a_rate_aac_lacks_is_resampled(comfy_server, tmp_path):
     assert (rate, codec) == (8, "aac") and 0.45 < seconds < 0.7
 
 
-def test_a_long_prefix_is_refused_naming_the_input_and_cut(comfy_server):
+def test_a_long_prefix_is_refused_naming_the_input_and_cut(comfy_server, normal):
     prefix = "p" * 300
     before = tree_digest(*_folders(comfy_server))
     message, _ = refusal(comfy_server, _video_only(prefix))
     assert message == (f"filename_prefix '{'p' * 39}... (300 characters): the part '{'p' * 39}... (300 characters) "
                        "is 300 bytes, longer than the 227 a file name can take here; shorten it")
     assert tree_digest(*_folders(comfy_server)) == before
+    normal()
 
 
-def test_a_huge_layout_is_not_echoed_back(comfy_server):
+def test_a_huge_layout_is_not_echoed_back(comfy_server, normal):
     layout = "4x" + "4" * 100000
     message, history = refusal(comfy_server, etc_graph(layout=layout, video=False, prefix="huge_layout"))
     assert message == f"layout '4x{'4' * 37}... (100002 characters) is not 'auto' or 'RxC' (for example '4x4')"
     assert layout[:1000] not in history.replace(json.dumps(layout)[1:-1], "")  # only the prompt itself holds it
+    normal()
 
 
 @pytest.mark.parametrize("node", ["ETCSampler", "ETCEmptyGridLatent"])
-def test_a_frame_size_that_is_not_a_multiple_of_8_is_refused(comfy_server, node):
+def test_a_frame_size_that_is_not_a_multiple_of_8_is_refused(comfy_server, normal, node):
     if node == "ETCSampler":
         graph = etc_graph(video=False, prefix="size_12")
         graph["etc"]["inputs"]["frame_width"] = 12
@@ -375,7 +382,8 @@ def test_a_frame_size_that_is_not_a_multiple_of_8_is_refused(comfy_server, node)
         graph = etc_patch_graph(prefix="size_12")
         graph["grid"]["inputs"]["frame_width"] = 12
     message, _ = refusal(comfy_server, graph)
-    assert message == ("frame_width 12 is not a multiple of 8 (one latent pixel is 8x8 frame pixels); use 8 or 16")
+    assert message == "frame_width 12 is not a multiple of 8 (one latent pixel is 8x8 frame pixels); use 8 or 16"
+    normal()
 
 
 def test_video_written_from_image_frames_matches_the_array(tmp_path):
