@@ -14,7 +14,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .files.messages import quote
+
 FPS_RANGE = (0, 120)
+# Weights this large are a diverged run, not a trained MLP: the sum of a few such products is infinite in fp16.
+MAX_WEIGHT = 1e4
 FORMAT = "etc-fps-embedding/1"
 
 
@@ -95,31 +99,53 @@ def save_fps_module(path: str, module: FPSEmbedding, *, frames: int, layout: str
     save_file({k: v.detach().float().contiguous().cpu() for k, v in module.state_dict().items()}, path, metadata)
 
 
-def load_fps_module(path: str, expected_base_model: str = None):
-    """``(FPSEmbedding, metadata)``; refuses, naming the file, one that is not a readable ETC FPS file, one
-    whose weights do not have the width it declares, and one made for a different base model."""
-    import os
+def fps_module_shapes(width: int) -> dict:
+    """``{name: shape}`` of an :class:`FPSEmbedding` of ``width``'s state dict, without building it."""
+    shapes = {}
+    for index, (fan_in, fan_out) in zip((0, 2, 4), ((width, 4 * width), (4 * width, width), (width, width))):
+        shapes[f"mlp.{index}.weight"], shapes[f"mlp.{index}.bias"] = (fan_out, fan_in), (fan_out,)
+    return shapes
 
+
+def _read_header(path: str, name: str):
+    """``(metadata, {tensor: shape})`` from the file's header alone: no tensor is read."""
     from safetensors import safe_open
-    name = os.path.basename(path)
     try:
         with safe_open(path, framework="pt") as f:
-            metadata = f.metadata() or {}
-        tensors = load_file(path)
+            return f.metadata() or {}, {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
     except Exception:  # safetensors reports a bad header in many ways; the file is what matters
         raise ValueError(f"fps_weights {name} is not a readable safetensors file; replace it with the "
                          "etc_fps.safetensors a training run exported") from None
+
+
+def load_fps_module(path: str, expected_base_model: str = None):
+    """``(FPSEmbedding, metadata)``; refuses, naming the file, one that is not a readable ETC FPS file, one
+    whose weights do not have the width it declares, one made for a different base model, and one whose
+    weights are not finite.
+
+    Shapes are checked from the header before any tensor is read or module built: a file of a few bytes
+    can declare any width, and a module built at width 16384 alone takes gigabytes.
+    """
+    import os
+
+    name = os.path.basename(path)
+    metadata, shapes = _read_header(path, name)
     if metadata.get("format") != FORMAT:
-        raise ValueError(f"fps_weights {name} is not an ETC FPS-embedding file (format {metadata.get('format')!r})")
+        raise ValueError(f"fps_weights {name} is not an ETC FPS-embedding file (format "
+                         f"{quote(metadata.get('format'))})")
     if expected_base_model and metadata.get("base_model") != expected_base_model:
-        raise ValueError(f"fps_weights {name} was trained for base model {metadata.get('base_model')}, but the "
-                         f"MODEL is {expected_base_model}; pick the FPS file made with this checkpoint")
+        raise ValueError(f"fps_weights {name} was trained for base model {quote(metadata.get('base_model'))}, but "
+                         f"the MODEL is {expected_base_model}; pick the FPS file made with this checkpoint")
     width = metadata.get("width", "")
-    module = FPSEmbedding(int(width)) if width.isdigit() and 0 < int(width) <= 65536 else None
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()} if module else None
+    expected = fps_module_shapes(int(width)) if width.isdigit() and 0 < int(width) <= 65536 else None
     declared_for_model = not expected_base_model or expected_base_model.endswith(f"temb={width}")
-    if expected != {k: tuple(v.shape) for k, v in tensors.items()} or not declared_for_model:
-        raise ValueError(f"fps_weights {name} does not hold the weights of an FPS module of width {width!r} "
+    if expected != shapes or not declared_for_model:
+        raise ValueError(f"fps_weights {name} does not hold the weights of an FPS module of width {quote(width)} "
                          "(wrong or damaged file); replace it with the etc_fps.safetensors a run exported")
+    tensors = load_file(path)
+    if not all(bool(torch.isfinite(t).all()) and float(t.abs().max()) < MAX_WEIGHT for t in tensors.values()):
+        raise ValueError(f"fps_weights {name} holds NaN, infinite or huge (>= {MAX_WEIGHT:g}) weights (a diverged "
+                         "or damaged run); use the file of an earlier checkpoint or retrain")
+    module = FPSEmbedding(int(width))
     module.load_state_dict(tensors)
     return module, metadata

@@ -7,6 +7,8 @@ Packing then unpacking is the identity, for latents and for images.
 import torch
 from einops import rearrange
 
+from .files.messages import cut, quote
+
 
 class GridLayoutError(ValueError):
     pass
@@ -27,11 +29,12 @@ def parse_layout(frames: int, layout: str = "auto"):
     try:
         rows, cols = (int(v) for v in str(layout).lower().split("x"))
     except ValueError:
-        raise GridLayoutError(f"layout {layout!r} is not 'auto' or 'RxC' (for example '4x4')") from None
+        raise GridLayoutError(f"layout {quote(layout)} is not 'auto' or 'RxC' (for example '4x4')") from None
     if rows < 1 or cols < 1 or rows * cols != frames:
         options = ", ".join(f"{r}x{c}" for r, c in layouts(frames))
-        held = f"holds {rows * cols} frames, not frames={frames}" if rows >= 1 and cols >= 1 else "is not positive"
-        raise GridLayoutError(f"layout {layout} {held}; use one of: {options}, or 'auto'")
+        held = f"holds {cut(str(rows * cols))} frames, not frames={frames}" if rows >= 1 and cols >= 1 \
+            else "is not positive"
+        raise GridLayoutError(f"layout {cut(str(layout))} {held}; use one of: {options}, or 'auto'")
     return rows, cols
 
 
@@ -64,3 +67,13 @@ def unpack(grid: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """[..., C, rows*h, cols*w] -> [..., T, C, h, w]."""
     check_grid_shape(grid.shape[-2:], rows, cols)
     return rearrange(grid, "... ch (r h) (c w) -> ... (r c) ch h w", r=rows, c=cols)
+
+
+def check_frame_size(frame_width: int, frame_height: int, scale: int = 8):
+    """Refuse frame sizes the VAE cannot map to whole latent pixels (one latent pixel is ``scale`` x ``scale``
+    frame pixels); rounding them down would give smaller frames than asked without a word."""
+    for name, value in (("frame_width", frame_width), ("frame_height", frame_height)):
+        if value < scale or value % scale:
+            low = max(scale, value // scale * scale)
+            raise GridLayoutError(f"{name} {value} is not a multiple of {scale} (one latent pixel is {scale}x{scale} "
+                                  f"frame pixels); use {low} or {low + scale}")

@@ -11,6 +11,8 @@
 import sys
 import weakref
 
+import torch
+
 from ..etc_core import FPSConditionedTimeEmbedding, MixedEmbeddingInput
 from ..vcut_core import CachedProjectionCrossAttention, ComfyGuidanceCutoff, dry_run_plan
 
@@ -86,20 +88,66 @@ def _plan_from_stack(run):
     return plan, weakref.ref(model_k)
 
 
+CUTOFF_WRAPPER_KEY = "etc_vcut_guidance_cutoff"
+
+
+def _remove_guidance_cutoff(options: dict):
+    """Take an earlier VCUT cutoff in this graph off ``options`` (a clone's deep copy), so the later node's
+    cutoff step holds; returns the wrapper that one wrapped (another pack's, or ``None``)."""
+    previous = options.get("model_function_wrapper")
+    if not isinstance(previous, ComfyGuidanceCutoff):
+        return previous
+    options["sampler_post_cfg_function"] = [f for f in options.get("sampler_post_cfg_function", [])
+                                            if getattr(f, "__self__", None) is not previous]
+    if _has_sampler_wrappers():
+        from comfy.patcher_extension import WrappersMP
+        wrappers = options.get("transformer_options", {}).get("wrappers", {})
+        wrappers.get(WrappersMP.SAMPLER_SAMPLE, {}).pop(CUTOFF_WRAPPER_KEY, None)
+    return previous.previous
+
+
 def install_guidance_cutoff(patcher, cutoff_step: int):
     """Set the VCUT guidance cutoff on ``patcher`` (a clone) and return it.
 
     The post-CFG function goes first, so post-CFG functions of other nodes act on
-    the cut evaluation's output as they would on a guided one.
+    the cut evaluation's output as they would on a guided one. An earlier cutoff
+    node in the graph is replaced (the later node's step holds), other packs'
+    wrappers are kept.
     """
     options = patcher.model_options
     wrappers = _has_sampler_wrappers()
-    cutoff = ComfyGuidanceCutoff(cutoff_step, options.get("model_function_wrapper"),
+    cutoff = ComfyGuidanceCutoff(cutoff_step, _remove_guidance_cutoff(options),
                                  find_plan=None if wrappers else _plan_from_stack)
     patcher.set_model_unet_function_wrapper(cutoff)
     options["sampler_post_cfg_function"] = [cutoff.post_cfg] + options.get("sampler_post_cfg_function", [])
     if wrappers:
         from comfy.patcher_extension import WrappersMP, add_wrapper_with_key
-        add_wrapper_with_key(WrappersMP.SAMPLER_SAMPLE, "etc_vcut_guidance_cutoff", _PlanEachRun(cutoff),
+        add_wrapper_with_key(WrappersMP.SAMPLER_SAMPLE, CUTOFF_WRAPPER_KEY, _PlanEachRun(cutoff),
                              options, is_model_options=True)
     return patcher
+
+
+# ComfyUI's attention functions by name (comfy.ldm.modules.attention.optimized_attention), as
+# etc_core.memory counts them; any other name (sub-quadratic, PyTorch SDPA, xformers, flash, sage)
+# chunks its scores to fit free memory.
+_ATTENTION_KINDS = {"attention_basic": "quadratic", "attention_split": "split"}
+
+
+def attention_kind() -> str:
+    """How the attention ComfyUI picked at start-up (from its flags and device) holds its scores."""
+    from comfy.ldm.modules import attention
+    return _ATTENTION_KINDS.get(getattr(attention.optimized_attention, "__name__", ""), "memory-efficient")
+
+
+def compute_element_bytes(patcher) -> int:
+    """Bytes per activation of the UNet: its manual-cast dtype where ComfyUI computes in another dtype
+    than the weights are stored in, else the weights' dtype."""
+    model = patcher.model
+    dtype = getattr(model, "manual_cast_dtype", None) or model.get_dtype()
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def free_memory(device=None) -> int:
+    """Free memory ComfyUI counts on ``device`` (the CPU's when ``None``): RAM or the GPU's."""
+    import comfy.model_management
+    return int(comfy.model_management.get_free_memory(device or torch.device("cpu")))

@@ -5,9 +5,11 @@ import torch
 
 from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
                         load_fps_module, pack, parse_layout, unpack)
-from ..etc_core.grid import check_grid_latent
+from ..etc_core.grid import check_frame_size, check_grid_latent
+from ..etc_core.files.messages import quote
+from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
 from ..etc_core.unet_check import check_image_unet
-from .comfy_versions import module_to_patch
+from .comfy_versions import attention_kind, compute_element_bytes, free_memory, module_to_patch
 from .widgets import ETC_CATEGORY as CATEGORY, FPS, FRAMES, LAYOUT, STRENGTH, THETA
 
 UNTRAINED = "untrained (zero init, no-op)"
@@ -40,6 +42,25 @@ def check_sd_unet(model, node):
                      get_module=lambda name: module_to_patch(model, f"diffusion_model.{name}"))
 
 
+def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_size, decode=False):
+    """Refuse, before anything is allocated, a grid whose sampling (and, with ``decode``, its decoded
+    frames) cannot fit in the memory free on the model's device (etc_core.memory)."""
+    unet = model.model.diffusion_model
+    channels = getattr(model.model.latent_format, "latent_channels", 4)
+    element, attention = compute_element_bytes(model), attention_kind()
+    device = getattr(model, "load_device", torch.device("cpu"))
+    on_cpu = torch.device(device).type == "cpu"
+
+    def needed(f, w, h):
+        grid = sampling_bytes(unet, batch_size, channels, f * (h // 8), w // 8, element, attention)
+        return grid + (frames_bytes(f, batch_size, h, w) if decode and on_cpu else 0)
+
+    check_grid_fits(node, needed, frames, frame_width, frame_height, free_memory(device), batch=batch_size)
+    if decode and not on_cpu:  # the decoded frames land in RAM
+        check_grid_fits(node, lambda f, w, h: frames_bytes(f, batch_size, h, w), frames, frame_width, frame_height,
+                        free_memory(), "for the decoded frames", batch_size)
+
+
 def patch_mixed_embedding(model, frames, layout, theta, strength):
     """Clone of ``model`` whose first convolution sees ``x + strength * ME``."""
     rows, cols = parse_layout(frames, layout)
@@ -64,7 +85,7 @@ def patch_fps(model, fps, fps_weights):
         _register_etc_folder()
         path = folder_paths.get_full_path("etc", fps_weights)
         if path is None:
-            raise FileNotFoundError(f"fps_weights {fps_weights!r} is not in models/etc; put the file there or "
+            raise FileNotFoundError(f"fps_weights {quote(fps_weights)} is not in models/etc; put the file there or "
                                     f"pick one of {_fps_files()}")
         module, _ = load_fps_module(path, expected_base_model=base_model_fingerprint(unet))
     device = time_embed[0].weight.device
@@ -87,8 +108,11 @@ class ETCEmptyGridLatent:
     CATEGORY = CATEGORY
     DESCRIPTION = "An empty latent holding T frames packed into one grid (ETC eq. 1)."
 
-    def generate(self, frames, frame_width, frame_height, layout, batch_size):
+    def generate(self, frames, frame_width, frame_height, layout, batch_size, node="ETCEmptyGridLatent"):
         grid = _grid_meta(frames, layout)
+        check_frame_size(frame_width, frame_height)
+        check_grid_fits(node, lambda f, w, h: batch_size * 4 * f * (h // 8) * (w // 8) * 4, frames, frame_width,
+                        frame_height, free_memory(), "for the grid latent", batch_size)
         samples = torch.zeros(batch_size, 4, grid["rows"] * (frame_height // 8), grid["cols"] * (frame_width // 8))
         return ({"samples": samples, "etc_grid": grid},)
 
@@ -180,7 +204,10 @@ class ETCMixedEmbedding:
 
     def patch(self, model, frames, layout, theta, strength, latent):
         check_sd_unet(model, "ETCMixedEmbedding")
-        check_grid_latent(latent, *parse_layout(frames, layout))
+        rows, cols = parse_layout(frames, layout)
+        check_grid_latent(latent, rows, cols)
+        batch, _, height, width = latent["samples"].shape
+        check_sampling_memory("ETCMixedEmbedding", model, frames, width // cols * 8, height // rows * 8, batch)
         return (patch_mixed_embedding(model, frames, layout, theta, strength),)
 
 
@@ -197,6 +224,7 @@ class ETCFPSConditioning:
     DESCRIPTION = "ETC FPS embedding: fps through the UNet's own timestep embedder plus a trained MLP."
 
     def patch(self, model, fps, fps_weights):
+        check_sd_unet(model, "ETCFPSConditioning")  # an untrained FPS module on SVD would be a silent no-op
         return (patch_fps(model, fps, fps_weights),)
 
 
@@ -229,7 +257,10 @@ class ETCSampler:
                steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights):
         import nodes as comfy_nodes
         check_sd_unet(model, "ETCSampler")
-        (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size)
+        parse_layout(frames, layout)
+        check_frame_size(frame_width, frame_height)
+        check_sampling_memory("ETCSampler", model, frames, frame_width, frame_height, batch_size, decode=True)
+        (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size, "ETCSampler")
         model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
         if fps_weights != NONE:
             model = patch_fps(model, fps, fps_weights)

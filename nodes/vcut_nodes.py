@@ -1,5 +1,5 @@
 """ComfyUI nodes for VCUT (category video/VCUT): thin adapters over vcut_core."""
-from ..vcut_core import SCA_MODES, TCA_MODES, find_cross_attentions, plan_replacements
+from ..vcut_core import SCA_MODES, TCA_MODES, find_cross_attentions, kept_sites, plan_replacements
 from .comfy_versions import install_guidance_cutoff, module_to_patch
 
 CATEGORY = "video/VCUT"
@@ -34,6 +34,11 @@ class VCUTPatchSVD:
                                  get_module=lambda name: module_to_patch(patched, f"diffusion_model.{name}"))
         for name, module in plan.items():
             patched.add_object_patch(f"diffusion_model.{name}", module)
+        for name in kept_sites(unet, sca_mode, tca_mode):
+            # keep = the original attention, also where a VCUT node earlier in the graph replaced it
+            key = f"diffusion_model.{name}"
+            if key in patched.object_patches:
+                patched.add_object_patch(key, module_to_patch(patched, key))
         return (patched,)
 
 

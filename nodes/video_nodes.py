@@ -13,10 +13,27 @@ The node's ``ui`` output serves both ComfyUI frontends with one dict, ``{"images
 """
 import os
 
-import torch
-
-from ..etc_core.files.video_io import EXTENSIONS, FORMATS, MAX_CRF, write_gif, write_video
+from ..etc_core.files.messages import quote
+from ..etc_core.files.video_io import EXTENSIONS, FORMATS, MAX_CRF, ImageFrames, write_gif, write_video
+from .input_checks import check_no_nul
 from .widgets import ETC_CATEGORY as CATEGORY
+
+# A file name has at most 255 bytes on the usual file systems; the node adds "_00001_", the preview's
+# "_preview", the extension and ".partial" (up to 28 bytes) to the prefix's last part.
+NAME_MAX_BYTES = 255
+ADDED_BYTES = 28
+
+
+def check_prefix(prefix: str):
+    """Refuse a filename_prefix that cannot name a file, before anything is written: a NUL byte (PyAV
+    would write to the name cut there, replacing an existing file) or a part too long for a file name."""
+    check_no_nul("filename_prefix", prefix)
+    parts = prefix.replace("\\", "/").split("/")
+    for index, part in enumerate(parts):
+        limit = NAME_MAX_BYTES - (ADDED_BYTES if index == len(parts) - 1 else 0)
+        if len(part.encode("utf-8")) > limit:
+            raise ValueError(f"filename_prefix {quote(prefix)}: the part {quote(part)} is {len(part.encode('utf-8'))} "
+                             f"bytes, longer than the {limit} a file name can take here; shorten it")
 
 
 def _entry(filename: str, subfolder: str, folder_type: str) -> dict:
@@ -60,10 +77,11 @@ class ETCSaveVideo:
              extra_pnginfo=None):
         import folder_paths
         from comfy.cli_args import args
+        check_prefix(filename_prefix)
         full_dir, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), images.shape[2], images.shape[1])
         filename = f"{name}_{counter:05}_.{EXTENSIONS[format]}"
-        frames = (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        frames = ImageFrames(images)  # converted frame by frame while encoding, never as a whole batch
         soundtrack = None if audio is None else (audio["waveform"][0].float().cpu().numpy(), audio["sample_rate"])
         metadata = {} if args.disable_metadata else {"prompt": prompt, **(extra_pnginfo or {})}
         write_video(os.path.join(full_dir, filename), frames, frame_rate, format, crf, metadata, soundtrack)

@@ -150,3 +150,66 @@ def test_boundary_error_metric():
     whole = torch.stack([x, y, x * y]) + 0.01 * torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(1))
     assert not boundary_ok(whole, 2, 4)
     assert boundary_error_rate(good[:3] + [shifted], 2, 4) == 0.25
+
+
+class Downsample(torch.nn.Module):  # named as LDM's, which etc_core.memory reads by class name
+    def __init__(self, channels):
+        super().__init__()
+        self.out_channels = channels
+
+
+class Upsample(Downsample):
+    pass
+
+
+class Attention(torch.nn.Module):
+    def __init__(self, heads):
+        super().__init__()
+        self.transformer_blocks = torch.nn.ModuleList([torch.nn.Module()])
+        self.transformer_blocks[0].attn1 = torch.nn.Module()
+        self.transformer_blocks[0].attn1.heads = heads
+
+
+def _tiny_ldm_unet():
+    """The layout etc_core.memory reads: a conv (32) and a downsample (32, level 1) with attention (2 heads),
+    a middle block, an output block that upsamples back."""
+    unet = torch.nn.Module()
+    unet.input_blocks = torch.nn.ModuleList([torch.nn.Sequential(torch.nn.Conv2d(4, 32, 3)),
+                                             torch.nn.Sequential(Downsample(32), Attention(2))])
+    unet.middle_block = torch.nn.Sequential(Attention(2))
+    unet.output_blocks = torch.nn.ModuleList([torch.nn.Sequential(Upsample(32))])
+    return unet
+
+
+def test_sampling_memory_counts_skips_working_tensors_and_attention():
+    from etc_core.memory import (ATTENTION_TENSORS, FEED_FORWARD_TENSORS, SAMPLER_LATENTS, WORKING_TENSORS,
+                                 sampling_bytes, unet_activations)
+    unet = _tiny_ldm_unet()
+    skips, blocks = unet_activations(unet)
+    assert [(a.channels, a.level) for a in skips] == [(32, 0), (32, 1)]
+    assert [(a.level, a.heads) for a in blocks] == [(0, 0), (1, 0), (1, 2), (1, 2), (0, 0)]
+    h, w, tokens = 64, 32, 64 * 32
+    latents = SAMPLER_LATENTS * 4 * tokens * 4
+    held = 32 * tokens + 32 * tokens // 4 + WORKING_TENSORS * 32 * tokens
+    attention_block = 32 * tokens // 4 * 2  # one tensor of the attention level, 2 bytes an element
+    efficient = sampling_bytes(unet, 1, 4, h, w, 2)
+    assert efficient == latents + held * 2 + FEED_FORWARD_TENSORS * attention_block
+    quadratic = sampling_bytes(unet, 1, 4, h, w, 2, "quadratic")
+    scores = 2 * (tokens // 4) ** 2 * 4  # 2 heads, float32
+    assert quadratic == latents + held * 2 + ATTENTION_TENSORS * attention_block + scores
+    assert sampling_bytes(unet, 3, 4, h, w, 2) == 3 * efficient
+
+
+def test_a_grid_that_does_not_fit_is_refused_with_sizes_that_fit():
+    from etc_core.memory import GridMemoryError, check_grid_fits
+
+    def needed(frames, width, height):
+        return frames * width * height  # one byte per pixel
+    assert check_grid_fits("N", needed, 16, 64, 32, free=16 * 64 * 32) == 16 * 64 * 32
+    with pytest.raises(GridMemoryError) as refused:
+        check_grid_fits("ETCSampler", needed, 64, 512, 512, free=2**20, batch=2)
+    assert str(refused.value) == ("ETCSampler: 64 frames of 512x512 (batch 2) need about 16 MiB to sample (latents, "
+                                  "UNet activations, attention), and 1 MiB is free; sizes that fit: frames=4 at "
+                                  "512x512 or frame size 128x128 with frames=64")
+    with pytest.raises(GridMemoryError, match="no size fits in the memory free now"):
+        check_grid_fits("N", needed, 1, 8, 8, free=10)

@@ -81,9 +81,26 @@ def test_filter_keeps_top_fraction_skips_broken_and_resumes(clip_dir, dataset, m
     assert all(k["clip_score"] == s["clip_score"] for k, s in zip(kept, readable))
 
     # Resume: nothing is scored again, and a changed alpha reuses every score.
-    monkeypatch.setattr(video_filter, "clip_score", lambda *a: pytest.fail("re-scored a video"))
+    monkeypatch.setattr(video_filter, "image_embeddings", lambda *a: pytest.fail("re-read a video"))
+    monkeypatch.setattr(video_filter, "pair_score", lambda *a: pytest.fail("re-scored a pair"))
     assert filter_main(["--input", str(manifest), "--output", output, "--alpha", "0.2", "--clip", clip_dir]) == 0
     assert [k["video"] for k in video_filter.read_jsonl(output)] == [readable[0]["video"]]
+
+
+def test_each_caption_of_one_video_gets_its_own_score_from_one_read(clip_dir, tmp_path, monkeypatch):
+    """A manifest listing one video with several captions scores each pair; the video is read once."""
+    model, processor = CLIPModel.from_pretrained(clip_dir).eval(), CLIPProcessor.from_pretrained(clip_dir)
+    _moving_square(str(tmp_path / "v.mp4"), (255, 0, 0))
+    captions = ["a red square", "yellow", "a white box moving left"]
+    entries = [{"video": str(tmp_path / "v.mp4"), "caption": c} for c in captions]
+    reads = []
+    sampled_frames = video_filter.sampled_frames
+    monkeypatch.setattr(video_filter, "sampled_frames", lambda *a: reads.append(a) or sampled_frames(*a))
+    kept = video_filter.filter_videos(entries, str(tmp_path / "kept.jsonl"), 1.0, model, processor, 3)
+    frames = sampled_frames(str(tmp_path / "v.mp4"), 3)
+    expected = {c: video_filter.clip_score(model, processor, frames, c) for c in captions}
+    assert len(reads) == 1 and len(set(expected.values())) == 3
+    assert {k["caption"]: k["clip_score"] for k in kept} == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_filter_rejects_bad_alpha(clip_dir, dataset):

@@ -94,6 +94,16 @@ def test_audio_is_muxed_and_cut_to_the_video(tmp_path, fmt, codec):
     assert 0.9 < samples / stream.rate < 1.2
 
 
+@pytest.mark.parametrize("rate, encoded", [(11111, 12000), (44100, 44100), (100000, 96000), (5000, 7350)])
+def test_aac_gets_a_rate_it_has(tmp_path, rate, encoded):
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate, dtype=np.float32)[None]
+    path = write_video(str(tmp_path / "a.mp4"), moving_square(frames=8), 8.0, audio=(tone, rate))
+    with av.open(path) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+    assert stream.rate == encoded and 0.9 < samples / stream.rate < 1.2
+
+
 def test_bad_input_is_refused_by_name_and_leaves_no_file(tmp_path):
     video = moving_square()
     with pytest.raises(ValueError, match="audio: WEBP has no audio track"):
@@ -102,6 +112,8 @@ def test_bad_input_is_refused_by_name_and_leaves_no_file(tmp_path):
         write_video(str(tmp_path / "a.mp4"), video, 8.0, "h264-mp4", crf=60)
     with pytest.raises(ValueError, match="mono or stereo"):
         write_video(str(tmp_path / "a.mp4"), video, 8.0, audio=(np.zeros((6, 100), np.float32), 8000))
+    with pytest.raises(ValueError, match="audio sample rate 0 is outside 1000-384000 Hz; resample"):
+        write_video(str(tmp_path / "a.mp4"), video, 8.0, audio=(np.zeros((1, 100), np.float32), 0))
     with pytest.raises(TypeError):  # fails inside the muxer: the partial file is removed
         write_video(str(tmp_path / "a.mp4"), video, 8.0, metadata={"workflow": {"x": object()}})
     assert os.listdir(tmp_path) == []

@@ -31,6 +31,13 @@ def plan_replacements(unet: nn.Module, sca_mode: str = "linear", tca_mode: str =
     return plan
 
 
+def kept_sites(unet: nn.Module, sca_mode: str, tca_mode: str):
+    """Names of the SCA/TCA sites the modes leave as they are (``keep``)."""
+    sites = find_cross_attentions(unet)
+    return [name for names, mode in ((sites.sca, sca_mode), (sites.tca, tca_mode)) if mode == "keep"
+            for name in names]
+
+
 def unused_parameters(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop") -> int:
     """Parameters the modes make unused: ``to_q``/``to_k`` of linear sites, all of dropped ones."""
     sites = find_cross_attentions(unet)

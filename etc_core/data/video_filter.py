@@ -52,50 +52,75 @@ def sampled_frames(path: str, count: int):
         return read_frames(capture, sample_frame_indices(total, count), path)
 
 
+def _normalized(features):
+    features = getattr(features, "pooler_output", features)
+    return features / features.norm(dim=-1, keepdim=True)
+
+
 @torch.no_grad()
+def image_embeddings(model, processor, frames) -> torch.Tensor:
+    """Unit CLIP image embeddings [F, D] of ``frames``: what a video contributes to every caption's score."""
+    pixels = processor(images=[np.asarray(f) for f in frames], return_tensors="pt")["pixel_values"]
+    return _normalized(model.get_image_features(pixel_values=pixels.to(next(model.parameters()).device)))
+
+
+@torch.no_grad()
+def pair_score(model, processor, images: torch.Tensor, caption: str) -> float:
+    """Eq. 5 for one (video, caption) pair from the video's :func:`image_embeddings`."""
+    inputs = processor(text=[caption], return_tensors="pt", padding=True, truncation=True)
+    device = images.device
+    text = _normalized(model.get_text_features(input_ids=inputs["input_ids"].to(device),
+                                               attention_mask=inputs["attention_mask"].to(device)))
+    return float((model.logit_scale.exp() * images @ text.T).mean())
+
+
 def clip_score(model, processor, frames, caption: str) -> float:
     """Eq. 5 for one video: logit scale x cosine similarity, averaged over ``frames``."""
-    inputs = processor(text=[caption], images=[np.asarray(f) for f in frames], return_tensors="pt",
-                       padding=True, truncation=True)
-    device = next(model.parameters()).device
-    image = model.get_image_features(pixel_values=inputs["pixel_values"].to(device))
-    text = model.get_text_features(input_ids=inputs["input_ids"].to(device),
-                                   attention_mask=inputs["attention_mask"].to(device))
-    image, text = (getattr(t, "pooler_output", t) for t in (image, text))
-    image = image / image.norm(dim=-1, keepdim=True)
-    text = text / text.norm(dim=-1, keepdim=True)
-    return float((model.logit_scale.exp() * image @ text.T).mean())
+    return pair_score(model, processor, image_embeddings(model, processor, frames), caption)
+
+
+def _pair(entry) -> tuple:
+    return entry["video"], entry["caption"]
 
 
 def filter_videos(entries, output: str, alpha: float, model, processor, frames: int = 8, progress=None):
     """Score every ``{"video", "caption"}`` entry, keep the top ``alpha`` fraction, write ``output``.
 
+    Each (video, caption) pair gets its own score: one video listed with several captions is scored
+    against each. A video's frames are read and embedded once per run and reused for its other captions.
     Returns the kept entries (each with its ``clip_score``). Scores already in
     ``<output>.scores.jsonl`` are reused, so a second call resumes an interrupted run.
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha is the fraction of videos to keep, in (0, 1]; got {alpha}")
     scores_path = check_filter_output(output)
-    done = {row["video"]: row for row in read_jsonl(scores_path)[1:]} if os.path.exists(scores_path) else {}
+    done = {_pair(row): row for row in read_jsonl(scores_path)[1:]} if os.path.exists(scores_path) else {}
     if not os.path.exists(scores_path):
         with open(scores_path, "w") as log:
             log.write(json.dumps(SCORES_MARKER) + "\n")
+    embedded = {}  # video -> its image embeddings, or the VideoReadError it gave
     with open(scores_path, "a") as log:
         for i, entry in enumerate(entries):
-            if entry["video"] not in done:
+            if _pair(entry) not in done:
                 row = {"video": entry["video"], "caption": entry["caption"]}
-                try:
-                    row["clip_score"] = clip_score(model, processor, sampled_frames(entry["video"], frames),
-                                                   entry["caption"])
-                except VideoReadError as e:
-                    row["error"] = str(e)
+                if entry["video"] not in embedded:
+                    try:
+                        embedded[entry["video"]] = image_embeddings(model, processor,
+                                                                    sampled_frames(entry["video"], frames))
+                    except VideoReadError as e:
+                        embedded[entry["video"]] = e
+                images = embedded[entry["video"]]
+                if isinstance(images, VideoReadError):
+                    row["error"] = str(images)
+                else:
+                    row["clip_score"] = pair_score(model, processor, images, entry["caption"])
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-                done[entry["video"]] = row
+                done[_pair(entry)] = row
             if progress:
                 progress(i + 1, len(entries))
-    scored = [{**entry, "clip_score": done[entry["video"]]["clip_score"]} for entry in entries
-              if "clip_score" in done[entry["video"]]]
+    scored = [{**entry, "clip_score": done[_pair(entry)]["clip_score"]} for entry in entries
+              if "clip_score" in done[_pair(entry)]]
     keep = math.ceil(alpha * len(scored))
     kept = sorted(scored, key=lambda e: e["clip_score"], reverse=True)[:keep]
     write_jsonl_atomic(output, kept)

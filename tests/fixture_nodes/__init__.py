@@ -6,7 +6,7 @@ import folder_paths
 import torch
 from safetensors.torch import save_file
 
-from .tiny_models import tiny_clip_vision, tiny_sd2, tiny_svd, tiny_svd_zero_tca, write_checkpoint
+from .tiny_models import meta_sd21, tiny_clip_vision, tiny_sd2, tiny_svd, tiny_svd_zero_tca, write_checkpoint
 
 
 class TinySVDLoader:
@@ -210,6 +210,38 @@ class SaveTensors:
         return {"ui": {"tensors": [{"filename": f"{prefix}.safetensors"}]}}
 
 
+class ShapeLatent:
+    """A LATENT of any shape that holds no memory (one zero, expanded): lets a test hand a node a grid of
+    hundreds of gigabytes to refuse without allocating it."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        big = {"default": 8, "min": 1, "max": 1 << 20}
+        return {"required": {"batch": ("INT", big), "height": ("INT", big), "width": ("INT", big)}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "make"
+    CATEGORY = "testing/etc_vcut"
+
+    def make(self, batch, height, width):
+        return ({"samples": torch.zeros(()).expand(batch, 4, height, width)},)
+
+
+class MetaSD21:
+    """SD 2.1's UNet layout on the meta device: the full model's shape, no weights (memory-estimate tests)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self):
+        return (meta_sd21(),)
+
+
 class Tone:
     """A sine tone as ComfyUI's AUDIO dict ({"waveform": [1, C, S], "sample_rate"}), for hosts without audio
     nodes (LoadAudio needs torchaudio)."""
@@ -241,4 +273,6 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
     "ETCVCUTTestSaveTensors": SaveTensors,
     "ETCVCUTTestTone": Tone,
+    "ETCVCUTTestShapeLatent": ShapeLatent,
+    "ETCVCUTTestMetaSD21": MetaSD21,
 }

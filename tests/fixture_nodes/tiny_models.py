@@ -179,6 +179,25 @@ SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3
           "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
 
 
+# SD 2.1's own UNet layout (865.9M parameters), for memory estimates: built on the meta device, it holds no
+# weights, so a test can hand ETC nodes the real model's shape without loading 3.5 GB.
+SD21_UNET = dict(use_checkpoint=False, image_size=32, in_channels=4, out_channels=4, model_channels=320,
+                 num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4], num_head_channels=64, num_heads=-1,
+                 use_spatial_transformer=True, use_linear_in_transformer=True, transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0],
+                 transformer_depth_middle=1, transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+                 context_dim=1024, legacy=False, adm_in_channels=None, use_temporal_resblock=False,
+                 use_temporal_attention=False)
+
+
+def meta_sd21():
+    """MODEL with SD 2.1's UNet on the meta device (shapes only, fp32)."""
+    model_config = comfy.supported_models.SD20(dict(SD21_UNET))
+    model_config.set_inference_dtype(torch.float32, None)
+    with torch.device("meta"):
+        model = comfy.model_base.BaseModel(model_config, model_type=comfy.model_base.ModelType.EPS)
+    return _patcher(model)
+
+
 def write_checkpoint(path: str, kind: str, seed: int = 0):
     """Write a detectable 'svd' or 'sd2' checkpoint (fp16 safetensors) to ``path``, atomically."""
     from safetensors.torch import save_file
