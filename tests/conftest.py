@@ -66,6 +66,13 @@ def served_setup(comfy_server, setup):
 
 
 @pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory):
+    """A tiny CLIP saved in transformers format (BPE vocabulary: the one ComfyUI ships)."""
+    from etc_vcut_dev.tiny_diffusers import write_tiny_clip
+    return write_tiny_clip(str(tmp_path_factory.mktemp("clip")))
+
+
+@pytest.fixture(scope="session")
 def sd2_checkpoint(tmp_path_factory):
     """(one SD 2.x .safetensors file as ComfyUI keeps it, the tiny diffusers folder it was made from)."""
     from etc_vcut_dev.tiny_diffusers import write_tiny_sd2_checkpoint

@@ -17,10 +17,8 @@ from etc_core import FPSEmbedding, save_fps_module
 from etc_core.data.video_filter import read_jsonl
 from etc_core.files.video_io import write_video
 from etc_vcut_dev.graphs import etc_graph, etc_patch_graph, svd_graph
-from etc_vcut_dev.node_checks import refusal, tree_digest
-from test_video_comfy import audio_samples
-from test_node_paths import _trainer, instance  # noqa: F401 (a fixture)
-from test_video_filter import _moving_square, clip_dir  # noqa: F401 (a fixture)
+from etc_vcut_dev.node_checks import audio_samples, refusal, tree_digest
+from etc_vcut_dev.tiny_diffusers import write_moving_square as _moving_square
 
 TINY_BASE = "sd-unet:in=4,ch=32,temb=128"
 MiB = 2**20
@@ -243,11 +241,10 @@ def _alone(node, info):
     return "n", {"n": {"class_type": node, "inputs": inputs}}
 
 
-def test_nan_in_every_float_input_of_the_pack_is_refused_naming_it(comfy_server, normal, clip_dir,  # noqa: F811
-                                                                  instance):  # noqa: F811
+def test_nan_in_every_float_input_of_the_pack_is_refused_naming_it(comfy_server, normal, clip_dir, served_setup):
     """Every FLOAT input the server lists for the pack's nodes (ComfyUI's min/max check lets NaN through)."""
     shutil.copytree(clip_dir, os.path.join(comfy_server.base, "models", "clip_vision", "tiny-clip"),
-                    dirs_exist_ok=True)  # ETCVideoFilter's list, as the trainer's needs instance's base model
+                    dirs_exist_ok=True)  # ETCVideoFilter's list, as the trainer's needs a base model
     nodes = _pack_nodes(comfy_server)
     cases = [(node, name, options) for node, info in sorted(nodes.items())
              for name, options in sorted(_float_inputs(info).items())]
@@ -307,7 +304,7 @@ def test_a_later_vcut_node_decides(comfy_server):
     assert torch.equal(run(_then(svd_graph(cutoff=4), "cutoff2", "cutoff", {"cutoff_step": 1}), "later_c4_1"), cut_1)
 
 
-def test_video_filter_scores_each_caption_of_a_video(comfy_server, clip_dir, tmp_path):  # noqa: F811
+def test_video_filter_scores_each_caption_of_a_video(comfy_server, clip_dir, tmp_path):
     shutil.copytree(clip_dir, os.path.join(comfy_server.base, "models", "clip_vision", "tiny-clip"),
                     dirs_exist_ok=True)
     folder = os.path.join(comfy_server.base, "input", "pairs_one_video")

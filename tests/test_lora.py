@@ -120,7 +120,7 @@ def test_two_processes_train_the_lora_as_one_process_with_accumulation(setup, tm
     """Data-parallel LoRA through the launcher (accelerate, gloo on the CPU) ends bit-equal to one process
     with 2 accumulation steps, as the full fine-tune does."""
     from etc_vcut_dev.accelerate_launch import TrainingProcess
-    from test_train import _assert_same_run, _final_weights
+    from etc_vcut_dev.accelerate_launch import assert_same_run, final_weights
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -132,5 +132,5 @@ def test_two_processes_train_the_lora_as_one_process_with_accumulation(setup, tm
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = TrainingProcess(_config(setup, tmp_path / "two", max_steps=4, checkpoint_every=4).__dict__, num_processes=2)
     assert run.wait().endswith("two/final"), run.log[-5:]
-    _assert_same_run((losses, _final_weights(tmp_path / "one")), run.losses, tmp_path / "two")
+    assert_same_run((losses, final_weights(tmp_path / "one")), run.losses, tmp_path / "two")
     assert os.path.exists(tmp_path / "two" / "final" / "etc_lora_diffusers.safetensors")

@@ -201,21 +201,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _final_weights(out):
-    from safetensors.torch import load_file
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return load_file(str(checkpoints[-1] / "model.safetensors"))
-
-
-def _assert_same_run(reference, losses, out):
-    """Same losses step by step (as printed, 6 decimals) and bit-equal final weights: every process runs one
-    thread, like the reference, and averaging two gradients is one addition and one exact halving."""
-    assert losses == pytest.approx(reference[0], abs=1e-6)
-    expected, got = reference[1], _final_weights(out)
-    assert expected.keys() == got.keys()
-    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []
-
-
 @pytest.fixture(scope="module")
 def accumulated_reference(setup, tmp_path_factory):
     """One process, one thread, 2 accumulation steps: the run that 2 data-parallel processes reproduce."""
@@ -227,7 +212,7 @@ def accumulated_reference(setup, tmp_path_factory):
         losses = trainer.train()
     finally:
         torch.set_num_threads(threads)
-    return losses, _final_weights(out)
+    return losses, final_weights(out)
 
 
 @pytest.fixture
@@ -256,7 +241,7 @@ def test_two_processes_through_the_launcher_equal_one_process_with_accumulation(
         ETCTrainer(TrainConfig(**config), resume=True)
     resumed = TrainingProcess(config, resume=True, num_processes=2)
     assert resumed.wait().endswith("ddp/final"), resumed.log[-20:]
-    _assert_same_run(accumulated_reference, run.losses[:stopped] + resumed.losses, tmp_path / "ddp")
+    assert_same_run(accumulated_reference, run.losses[:stopped] + resumed.losses, tmp_path / "ddp")
 
 
 def test_two_machines_from_accelerate_config_files(setup, tmp_path, accumulated_reference, one_thread_per_process):
@@ -275,7 +260,7 @@ def test_two_machines_from_accelerate_config_files(setup, tmp_path, accumulated_
     assert runs[0].wait().endswith("nodes/final"), runs[0].log[-20:]
     assert runs[1].wait() == "", runs[1].log[-20:]  # only the main process exports
     assert runs[1].losses == []  # and reports progress
-    _assert_same_run(accumulated_reference, runs[0].losses, tmp_path / "nodes")
+    assert_same_run(accumulated_reference, runs[0].losses, tmp_path / "nodes")
 
 
 def test_deepspeed_zero2_offload_from_the_repository_config(setup, tmp_path, one_thread_per_process):

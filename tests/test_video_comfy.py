@@ -9,6 +9,7 @@ import pytest
 
 from etc_core.files.video_io import EXTENSIONS, FORMATS, read_video_frames, read_video_metadata
 from etc_vcut_dev.graphs import etc_graph
+from etc_vcut_dev.node_checks import audio_samples
 
 WORKFLOW = {"last_node_id": 1, "nodes": [{"id": 1, "type": "ETCSampler"}], "links": [], "version": 0.4}
 
@@ -65,17 +66,6 @@ def test_core_save_video_takes_the_pack_frames(comfy_server):
     path = comfy_server.output_path(saved["subfolder"], saved["filename"])
     assert read_video_frames(path).shape == (4, 64, 64, 3)
     assert read_video_metadata(path)["workflow"] == WORKFLOW  # the pack's reader reads core's metadata too
-
-
-def audio_samples(server, entry, tmp_path):
-    """(video frame rate, audio codec, decoded audio seconds) of a saved file."""
-    import av
-    path = tmp_path / entry["filename"]
-    path.write_bytes(server.view(entry))
-    with av.open(str(path)) as container:
-        stream = container.streams.audio[0]
-        samples = sum(frame.samples for frame in container.decode(audio=0))
-        return container.streams.video[0].average_rate, stream.codec_context.name, samples / stream.rate
 
 
 def test_audio_is_cut_to_the_video_and_refused_for_webp(comfy_server, tmp_path):

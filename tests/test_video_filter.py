@@ -3,31 +3,14 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from transformers import CLIPModel, CLIPProcessor
 
 from etc_core.data import video_filter
 from etc_core.data.filter import main as filter_main
-from etc_core.files.video_io import write_video
 from etc_vcut_dev.node_checks import refusal, tree_digest
-from etc_vcut_dev.tiny_diffusers import write_tiny_clip
-
-
-@pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    """A tiny CLIP saved in transformers format (BPE vocabulary: the one ComfyUI ships)."""
-    path = str(tmp_path_factory.mktemp("clip"))
-    write_tiny_clip(path)
-    return path
-
-
-def _moving_square(path, color, frames=6):
-    video = np.zeros((frames, 48, 48, 3), np.uint8)
-    for t in range(frames):
-        video[t, 10:26, 4 + 4 * t:20 + 4 * t] = color
-    write_video(path, video, 8.0)
+from etc_vcut_dev.tiny_diffusers import write_moving_square as _moving_square
 
 
 @pytest.fixture

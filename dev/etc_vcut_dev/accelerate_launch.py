@@ -104,3 +104,20 @@ class TrainingProcess:
             raise TrainingError("training failed: " + (errors[0] if errors else " ".join(last)))
         folders = [line.strip() for line in self._stdout if os.path.isdir(line.strip())]  # libraries print too
         return folders[-1] if folders else ""
+
+
+def final_weights(out):
+    """The weights of the newest checkpoint in the run folder ``out`` (a Path)."""
+    from safetensors.torch import load_file
+    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return load_file(str(checkpoints[-1] / "model.safetensors"))
+
+
+def assert_same_run(reference, losses, out):
+    """Same losses step by step (as printed, 6 decimals) and bit-equal final weights: every process runs one
+    thread, like the reference, and averaging two gradients is one addition and one exact halving."""
+    import pytest
+    assert losses == pytest.approx(reference[0], abs=1e-6)
+    expected, got = reference[1], final_weights(out)
+    assert expected.keys() == got.keys()
+    assert [k for k in expected if not torch.equal(expected[k], got[k])] == []

@@ -36,3 +36,14 @@ def refusal(server, prompt: dict, timeout: float = 300):
             return errors[0]["exception_message"].strip(), json.dumps(entry)  # newer ComfyUI appends "\n"
         time.sleep(0.25)
     raise TimeoutError(prompt_id)
+
+
+def audio_samples(server, entry, tmp_path):
+    """(video frame rate, audio codec, decoded audio seconds) of a saved file."""
+    import av
+    path = tmp_path / entry["filename"]
+    path.write_bytes(server.view(entry))
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(audio=0))
+        return container.streams.video[0].average_rate, stream.codec_context.name, samples / stream.rate

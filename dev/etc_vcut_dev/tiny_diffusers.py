@@ -168,3 +168,12 @@ def write_tiny_clip(path: str) -> str:
     CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32),
                   tokenizer=clip_tokenizer()).save_pretrained(path)
     return path
+
+
+def write_moving_square(path: str, color, frames: int = 6) -> str:
+    """A 48x48 clip of a 16-pixel square of ``color`` moving right, 8 fps."""
+    from etc_core.files.video_io import write_video
+    video = np.zeros((frames, 48, 48, 3), np.uint8)
+    for t in range(frames):
+        video[t, 10:26, 4 + 4 * t:20 + 4 * t] = color
+    return write_video(path, video, 8.0)
