@@ -32,13 +32,6 @@ def check_finite_floats(node: str, float_inputs: dict, values: dict):
             raise ValueError(f"{node}: {name} is {quote(value)}, not a finite number; set it to a number{limits}")
 
 
-def check_no_nul(name: str, value: str):
-    """A NUL byte cuts a path where the C libraries see it (PyAV would write to the cut name) and makes
-    Python's own file calls fail without naming the input: refuse it first, naming the input."""
-    if "\x00" in value:
-        raise ValueError(f"{name} {quote(value)} contains a NUL byte (\\x00); remove it")
-
-
 def guard_float_inputs(node_class, node: str):
     """Wrap ``node_class``'s FUNCTION so non-finite FLOAT inputs are refused before it runs."""
     function = getattr(node_class, node_class.FUNCTION)

@@ -7,7 +7,7 @@ import json
 import os
 
 from ..files.atomic import write_text_atomic
-from ..files.safe_paths import is_inside
+from ..files.safe_paths import check_no_nul, is_inside
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -57,8 +57,7 @@ def _read_jsonl_manifest(path: str, media: str, roots):
                 raise ManifestError(f"{where}: field {key!r} is missing (each line needs {media!r} and 'caption')")
             if not isinstance(row[key], str):
                 raise ManifestError(f"{where}: field {key!r} must be a string, got a {type(row[key]).__name__}")
-        if "\0" in row[media]:
-            raise ManifestError(f"{where}: field {media!r} holds a NUL byte; give a plain path")
+        check_no_nul(f"{where}: field {media!r}", row[media])
         row[media] = os.path.join(base, row[media])
         check_inside(row[media], roots, where)
     return [row for _, row in rows], []

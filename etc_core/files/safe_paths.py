@@ -8,9 +8,18 @@ from the graph.
 """
 import os
 
+from .messages import quote
+
 
 class PathRuleError(ValueError):
     pass
+
+
+def check_no_nul(name: str, value: str):
+    """A NUL byte cuts a path where the C libraries see it (PyAV would write to the cut name) and makes
+    Python's own file calls fail without naming the input: refuse it first, naming the input."""
+    if "\x00" in value:
+        raise PathRuleError(f"{name} {quote(value)} contains a NUL byte (\\x00); remove it")
 
 
 def is_inside(path: str, root: str) -> bool:
@@ -24,8 +33,7 @@ def _candidates(value: str, name: str, roots: dict) -> list:
     where = " or ".join(f"{label}/" for label in roots)
     if not isinstance(value, str) or not value.strip():
         raise PathRuleError(f"{name} is empty; give a path inside ComfyUI's {where} folder")
-    if "\0" in value:  # the OS would cut the path there: another file than the one named
-        raise PathRuleError(f"{name} holds a NUL byte; give a plain path inside ComfyUI's {where} folder")
+    check_no_nul(name, value)
     if os.path.isabs(value) or (os.name == "nt" and os.path.splitdrive(value)[0]):
         raise PathRuleError(f"{name} must be a path relative to ComfyUI's {where} folder, not an absolute path "
                             "(more folders: a key in extra_model_paths.yaml, see the README)")
