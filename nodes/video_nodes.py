@@ -14,8 +14,8 @@ The node's ``ui`` output serves both ComfyUI frontends with one dict, ``{"images
 import os
 
 from ..etc_core.files.messages import quote
+from ..etc_core.files.safe_paths import check_no_nul
 from ..etc_core.files.video_io import EXTENSIONS, FORMATS, MAX_CRF, ImageFrames, write_gif, write_video
-from .input_checks import check_no_nul
 from .widgets import ETC_CATEGORY as CATEGORY
 
 # A file name has at most 255 bytes on the usual file systems; the node adds "_00001_", the preview's
