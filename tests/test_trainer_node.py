@@ -184,3 +184,27 @@ def test_data_in_a_folder_that_extra_model_paths_yaml_adds(comfy_server, served_
     node["inputs"] = dict(node["inputs"], video_manifest=os.path.join(clips, "videos.jsonl"))
     with pytest.raises(PromptError, match="video_manifest must be a path relative to ComfyUI's input/ or models/"):
         comfy_server.run({"cmd": node})
+
+
+def test_files_left_out_are_named_in_the_node_text_the_server_log_and_the_run_folder(comfy_server, served_setup):
+    """7 of 8 videos unreadable, skip_unreadable on: the run trains on the one left and says which it left out."""
+    clips = os.path.join(comfy_server.base, "input", "mostly_broken")
+    os.makedirs(clips, exist_ok=True)
+    shutil.copy(os.path.join(comfy_server.base, "input", "train_data", "red.mp4"), os.path.join(clips, "good.mp4"))
+    for index in range(8):
+        name = "good" if index == 0 else f"broken{index}"
+        if index:
+            with open(os.path.join(clips, f"{name}.mp4"), "wb") as f:
+                f.write(b"not a video")
+        with open(os.path.join(clips, f"{name}.txt"), "w") as f:
+            f.write("a red square moving right")
+    graph = trainer_graph(served_setup, "etc_runs/mostly_broken", max_steps=1, checkpoint_every=1,
+                          video_manifest="mostly_broken", image_manifest="", label_folder="", skip_unreadable=True)
+    text = comfy_server.run(graph)["train"]["text"]
+    broken = [os.path.join(clips, f"broken{index}.mp4") for index in range(1, 8)]
+    report = ("data: 7 unreadable or uncaptioned files left out: "
+              + ", ".join(f"{path} (cannot open as a video)" for path in broken))
+    assert text == [f"1 steps -> {comfy_server.output_path('etc_runs', 'mostly_broken')}/final", report]
+    assert report in comfy_server.log()
+    with open(comfy_server.output_path("etc_runs", "mostly_broken", "skipped_files.txt")) as f:
+        assert f.read() == "".join(f"{path}\tcannot open as a video\n" for path in broken)
