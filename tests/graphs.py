@@ -110,3 +110,16 @@ def recorded_events(server, filename):
 
 def unet_calls(server, filename):
     return [event for event in recorded_events(server, filename) if "batch" in event]
+
+
+def calls_with_forwards(server, filename):
+    """The recorded UNet calls, each with ``ran``: the batches of the UNet forwards that ran inside it
+    (logged by ETCVCUTTestCountForwards; empty where a cache answered the call)."""
+    calls, ran = [], []
+    for event in recorded_events(server, filename):
+        if "forward_batch" in event:
+            ran.append(event["forward_batch"])
+        elif "batch" in event:
+            calls.append(dict(event, ran=ran))
+            ran = []
+    return calls

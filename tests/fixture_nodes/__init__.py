@@ -169,6 +169,43 @@ class CountUNetPasses:
         return (m,)
 
 
+class _RecordForwards(torch.nn.Module):
+    """The UNet's first convolution, logging the batch of every UNet forward that really runs among the
+    events of ETCVCUTTestCountPasses (each forward comes before the call it belongs to)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        if _recorder["calls"] is not None:
+            _recorder["calls"].append({"forward_batch": int(x.shape[0])})
+            _flush()
+        return self.conv(x)
+
+
+class CountUNetForwards:
+    """Logs every UNet forward that runs, inside every wrapper (a step a cache answers from its cache runs
+    none), into ETCVCUTTestCountPasses' file; use it with that node."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing/etc_vcut"
+
+    def patch(self, model):
+        name = "diffusion_model.input_blocks.0.0"
+        m = model.clone()
+        conv = getattr(m, "object_patches_backup", {}).get(name) or m.model.get_submodule(name)
+        while isinstance(conv, _RecordForwards):
+            conv = conv.conv
+        m.add_object_patch(name, _RecordForwards(conv))
+        return (m,)
+
+
 class LowFreeMemory:
     """Makes every batch look too big for free memory, so ComfyUI runs cond and uncond as separate calls
     (what it does for SVD at 576x1024 on 8-24 GB GPUs)."""
@@ -236,6 +273,7 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinyCLIPVision": TinyCLIPVisionLoader,
     "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
     "ETCVCUTTestCountPasses": CountUNetPasses,
+    "ETCVCUTTestCountForwards": CountUNetForwards,
     "ETCVCUTTestLowFreeMemory": LowFreeMemory,
     "ETCVCUTTestRandomConditioning": RandomConditioning,
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
