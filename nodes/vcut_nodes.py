@@ -1,5 +1,7 @@
 """ComfyUI nodes for VCUT (category video/VCUT): thin adapters over vcut_core."""
-from ..vcut_core import SCA_MODES, TCA_MODES, find_cross_attentions, plan_replacements
+import logging
+
+from ..vcut_core import SCA_MODES, TCA_MODES, describe_plan, find_cross_attentions, plan_replacements
 from .comfy_versions import install_guidance_cutoff, module_to_patch
 
 CATEGORY = "video/VCUT"
@@ -30,10 +32,11 @@ class VCUTPatchSVD:
     def patch(self, model, sca_mode, tca_mode):
         patched = model.clone()
         unet = patched.model.diffusion_model
-        plan = plan_replacements(unet, sca_mode, tca_mode,
+        plan = plan_replacements(unet, sca_mode, tca_mode, owner=patched.model,
                                  get_module=lambda name: module_to_patch(patched, f"diffusion_model.{name}"))
         for name, module in plan.items():
             patched.add_object_patch(f"diffusion_model.{name}", module)
+        logging.info("VCUT: %s", describe_plan(find_cross_attentions(unet, patched.model), plan))
         return (patched,)
 
 
@@ -53,7 +56,7 @@ class VCUTGuidanceCutoff:
     DESCRIPTION = "VCUT guidance cutoff: one UNet pass per step from step c on, with averaged CLIP context."
 
     def patch(self, model, cutoff_step):
-        find_cross_attentions(model.model.diffusion_model)  # refuses non-SVD models with a clear error
+        find_cross_attentions(model.model.diffusion_model, model.model)  # refuses many-token models clearly
         return (install_guidance_cutoff(model.clone(), cutoff_step),)
 
 

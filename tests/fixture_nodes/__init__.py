@@ -6,7 +6,8 @@ import folder_paths
 import torch
 from safetensors.torch import save_file
 
-from .tiny_models import tiny_clip_vision, tiny_sd2, tiny_svd, tiny_svd_zero_tca, write_checkpoint
+from .tiny_models import (tiny_clip_vision, tiny_sd2, tiny_sv3d, tiny_svd, tiny_svd_zero_tca, tiny_zero123,
+                          write_checkpoint)
 
 
 class TinySVDLoader:
@@ -27,6 +28,29 @@ class TinySVDZeroTCALoader(TinySVDLoader):
 
     def load(self, seed):
         return tiny_svd_zero_tca(seed)
+
+
+class TinySV3DLoader:
+    """A tiny SV3D_u or SV3D_p (SVD's UNet, camera in y)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "variant": (["u", "p"], {"default": "u"})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP_VISION", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self, seed, variant):
+        return tiny_sv3d(seed, variant)
+
+
+class TinyZero123Loader(TinySVDLoader):
+    """A tiny Stable Zero123 (SD 1.x UNet, one context token through cc_projection)."""
+
+    def load(self, seed):
+        return tiny_zero123(seed)
 
 
 class TinySD2Loader:
@@ -270,6 +294,8 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinySVD": TinySVDLoader,
     "ETCVCUTTestZeroTCA": TinySVDZeroTCALoader,
     "ETCVCUTTestTinySD2": TinySD2Loader,
+    "ETCVCUTTestTinySV3D": TinySV3DLoader,
+    "ETCVCUTTestTinyZero123": TinyZero123Loader,
     "ETCVCUTTestTinyCLIPVision": TinyCLIPVisionLoader,
     "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
     "ETCVCUTTestCountPasses": CountUNetPasses,
