@@ -106,7 +106,6 @@ def find_cross_attentions(unet: nn.Module, owner=None) -> CrossAttentionSites:
     if reason is None or not (sca or tca):
         raise NotSVDModelError(
             f"{type(unet).__name__} is not a Stable Video Diffusion UNet or another model whose cross-attention "
-            f"reads one token: VCUT applies to {SUPPORTED} (load SVD and SV3D with ImageOnlyCheckpointLoader, "
-            "Zero123 with CheckpointLoaderSimple); text models such as SD 1.x/2.x and SDXL attend to many tokens."
+            f"reads one token: VCUT applies to {SUPPORTED} (load them with ImageOnlyCheckpointLoader); text models such as SD 1.x/2.x and SDXL attend to many tokens."
         )
     return CrossAttentionSites(sca=tuple(sca), tca=tuple(tca), reason=reason)
