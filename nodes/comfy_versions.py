@@ -65,8 +65,28 @@ class _PlanEachRun:
         sampler = executor.class_obj
         function = getattr(sampler, "sampler_function", None)  # other Sampler classes: steps unknown
         plan = function and dry_run_plan(function, sampler.extra_options, model_wrap, noise, sigmas, extra_args)
-        self.cutoff.set_plan(plan)
+        self.cutoff.set_plan(plan, counted_by_sampler=bool(plan))
+        if plan:
+            model_wrap = _CountedGuider(model_wrap, self.cutoff)
         return executor(model_wrap, sigmas, extra_args, callback, noise, *args, **kwargs)
+
+
+class _CountedGuider:
+    """The guider as the sampler sees it, telling the cutoff each time the sampler asks for an evaluation.
+
+    Counting here, not in the post-CFG function, keeps the step plan right when a PREDICT_NOISE
+    wrapper (core's LazyCache) answers an evaluation without calling the model.
+    """
+
+    def __init__(self, guider, cutoff):
+        self._guider, self._cutoff = guider, cutoff
+
+    def __call__(self, *args, **kwargs):
+        self._cutoff.start_evaluation()
+        return self._guider(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._guider, name)
 
 
 def _plan_from_stack(run):

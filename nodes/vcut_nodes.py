@@ -1,5 +1,7 @@
 """ComfyUI nodes for VCUT (category video/VCUT): thin adapters over vcut_core."""
-from ..vcut_core import SCA_MODES, TCA_MODES, find_cross_attentions, kept_sites, plan_replacements
+import logging
+
+from ..vcut_core import SCA_MODES, TCA_MODES, describe_plan, find_cross_attentions, kept_sites, plan_replacements
 from .comfy_versions import install_guidance_cutoff, module_to_patch
 
 CATEGORY = "video/VCUT"
@@ -30,15 +32,16 @@ class VCUTPatchSVD:
     def patch(self, model, sca_mode, tca_mode):
         patched = model.clone()
         unet = patched.model.diffusion_model
-        plan = plan_replacements(unet, sca_mode, tca_mode,
+        plan = plan_replacements(unet, sca_mode, tca_mode, owner=patched.model,
                                  get_module=lambda name: module_to_patch(patched, f"diffusion_model.{name}"))
         for name, module in plan.items():
             patched.add_object_patch(f"diffusion_model.{name}", module)
-        for name in kept_sites(unet, sca_mode, tca_mode):
+        for name in kept_sites(unet, sca_mode, tca_mode, patched.model):
             # keep = the original attention, also where a VCUT node earlier in the graph replaced it
             key = f"diffusion_model.{name}"
             if key in patched.object_patches:
                 patched.add_object_patch(key, module_to_patch(patched, key))
+        logging.info("VCUT: %s", describe_plan(find_cross_attentions(unet, patched.model), plan))
         return (patched,)
 
 
@@ -58,7 +61,7 @@ class VCUTGuidanceCutoff:
     DESCRIPTION = "VCUT guidance cutoff: one UNet pass per step from step c on, with averaged CLIP context."
 
     def patch(self, model, cutoff_step):
-        find_cross_attentions(model.model.diffusion_model)  # refuses non-SVD models with a clear error
+        find_cross_attentions(model.model.diffusion_model, model.model)  # refuses many-token models clearly
         return (install_guidance_cutoff(model.clone(), cutoff_step),)
 
 

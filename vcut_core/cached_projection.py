@@ -14,6 +14,7 @@ Entries live on the wrapper, which belongs to one model. Contexts arrive as
 runs of identical rows (SVD repeats one CLIP token over frames or pixels), so an
 entry stores only the distinct rows and their run lengths: a few KiB.
 """
+import logging
 from collections import OrderedDict
 
 import torch
@@ -86,6 +87,10 @@ class CachedProjectionCrossAttention(nn.Module):
                  and context.shape[0] == x.shape[0] and x.ndim == 3
                  and value is None and mask is None and self._is_plain())
         if not exact:
+            if not self.stats["fallbacks"]:
+                # Once per site: the shortcut would not be exact here, so this call is real attention.
+                logging.warning("VCUT: a cross-attention got a context of shape %s (not one token, or a mask); it "
+                                "runs real attention", None if context is None else tuple(context.shape))
             self.stats["fallbacks"] += 1
             return self.attention(x, *args, **kwargs)
         shape = (x.shape[0], x.shape[1], self.attention.to_out[0].out_features)

@@ -16,6 +16,14 @@ mean context; in separate calls the uncond call only records its context and the
 cond call runs with the mean. Its post-CFG function then returns that one result
 as the evaluation's output. Which step an evaluation belongs to comes from a plan
 (:mod:`.step_plan`); with no plan, every evaluation stays guided.
+
+Stacking with caches. The one pass carries ``cond_or_uncond == [cond]`` and, in
+``transformer_options["uuids"]``, the uuid of the evaluation's first call only: a
+cache that slices the batch by ``len(uuids)`` sees one chunk, and one that follows
+the first uuid it met (EasyCache) keeps following the pass that still reaches the
+UNet. A cache that skips whole evaluations before they reach this wrapper
+(LazyCache) would make a count kept here fall behind the plan, so a host that can
+see every evaluation calls :meth:`ComfyGuidanceCutoff.start_evaluation` instead.
 """
 import logging
 
@@ -43,9 +51,14 @@ def chunk_conditioning(c: dict, batch: int, chunks: int, index: int) -> dict:
             else value for key, value in c.items()}
 
 
-def _single_call(args, c):
+def _single_call(args, c, first_call_c):
+    """The cut evaluation's one pass, labelled as the cond and with the uuid of the evaluation's first
+    call (``first_call_c``'s), so caches keyed on the batch's uuids follow it (see the module's notes)."""
     options = dict(c.get("transformer_options", {}))
     options["cond_or_uncond"] = [COND]
+    uuids = first_call_c.get("transformer_options", {}).get("uuids")
+    if uuids:
+        options["uuids"] = list(uuids[:1])
     return dict(args, c=dict(c, transformer_options=options), cond_or_uncond=[COND])
 
 
@@ -64,9 +77,21 @@ class ComfyGuidanceCutoff:
         self.previous, self.find_plan = previous, find_plan
         self.set_plan(None)
 
-    def set_plan(self, plan, run=None):
-        self.plan, self.run, self.evaluation, self.warned = plan, run, 0, False
+    def set_plan(self, plan, run=None, counted_by_sampler=False):
+        """Start a run with ``plan``. ``counted_by_sampler``: the host calls :meth:`start_evaluation`
+        before every evaluation (also those a cache answers without calling the model)."""
+        self.plan, self.run, self.warned = plan, run, False
+        self.counted_by_sampler = counted_by_sampler
+        self.evaluation = -1 if counted_by_sampler else 0
+        self._clear_evaluation()
+
+    def _clear_evaluation(self):
         self.cut_sigma = self.pending_uncond = self.guided_sigma = None
+
+    def start_evaluation(self):
+        """The sampler asks for its next evaluation (called by the host when it counts them)."""
+        self.evaluation += 1
+        self._clear_evaluation()
 
     def _apply(self, apply_model, args):
         if self.previous is not None:
@@ -79,7 +104,7 @@ class ComfyGuidanceCutoff:
             found = self.find_plan(self.run)
             if found is not None:
                 self.set_plan(*found)
-        if self.plan is None or self.evaluation >= len(self.plan):
+        if self.plan is None or not 0 <= self.evaluation < len(self.plan):
             if not self.warned:
                 logging.warning("VCUT guidance cutoff: this sampler's steps are not known here (see the node's "
                                 "tooltip); guidance stays on for this run")
@@ -105,7 +130,7 @@ class ComfyGuidanceCutoff:
             i_cond, i_uncond = cond_or_uncond.index(COND), cond_or_uncond.index(UNCOND)
             merged = mean_contexts(chunk_conditioning(c, x.shape[0], chunks, i_cond),
                                    chunk_conditioning(c, x.shape[0], chunks, i_uncond))
-            single = _single_call(args, merged)
+            single = _single_call(args, merged, c)
             single.update(input=x.chunk(chunks)[i_cond], timestep=args["timestep"].chunk(chunks)[i_cond])
             out = self._apply(apply_model, single)
             self.cut_sigma = sigma
@@ -115,7 +140,8 @@ class ComfyGuidanceCutoff:
             self.pending_uncond = (sigma, c)
             return torch.zeros_like(x)
         if cond_or_uncond == [COND] and self.pending_uncond and self.pending_uncond[0] == sigma:
-            out = self._apply(apply_model, _single_call(args, mean_contexts(c, self.pending_uncond[1])))
+            uncond_c = self.pending_uncond[1]
+            out = self._apply(apply_model, _single_call(args, mean_contexts(c, uncond_c), uncond_c))
             self.pending_uncond, self.cut_sigma = None, sigma
             return out
         # A cond call that came first (or without any uncond: cfg 1) runs as it is, and so does its uncond.
@@ -126,6 +152,7 @@ class ComfyGuidanceCutoff:
         """Ends an evaluation: a cut evaluation's output is its single pass."""
         sigma = float(args["sigma"].flatten()[0])
         cut = self.cut_sigma == sigma
-        self.cut_sigma = self.pending_uncond = self.guided_sigma = None
-        self.evaluation += 1
+        self._clear_evaluation()
+        if not self.counted_by_sampler:
+            self.evaluation += 1
         return args["cond_denoised"] if cut else args["denoised"]

@@ -29,6 +29,10 @@ from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path
 from etc_vcut_dev.client import apply_overrides, run
 
 TINY_LOADERS = {"ImageOnlyCheckpointLoader": "ETCVCUTTestTinySVD", "CheckpointLoaderSimple": "ETCVCUTTestTinySD2"}
+# Checkpoints of other model families that ImageOnlyCheckpointLoader loads: their tiny fixture and its inputs.
+TINY_CHECKPOINTS = {"sv3d_p.safetensors": ("ETCVCUTTestTinySV3D", {"variant": "p"}),
+                    "sv3d_u.safetensors": ("ETCVCUTTestTinySV3D", {"variant": "u"}),
+                    "stable_zero123.ckpt": ("ETCVCUTTestTinyZero123", {})}
 SVD_OVERRIDES = ["3.width=128", "3.height=64", "3.video_frames=8"]
 SMOKE_OVERRIDES = {  # run untimed on the tiny random models
     "etc_long_video.json": ["4.frames=64", "4.layout=8x8", "4.frame_width=64", "4.frame_height=40"],
@@ -37,6 +41,8 @@ SMOKE_OVERRIDES = {  # run untimed on the tiny random models
 }
 # Every workflow of workflows/api sized for the tiny random models (tests/test_workflows.py runs them all).
 DEMO_OVERRIDES = {"svd_baseline.json": SVD_OVERRIDES, "svd_vcut.json": SVD_OVERRIDES,
+                  "sv3d_vcut.json": ["3.width=64", "3.height=64", "3.video_frames=4"],
+                  "zero123_vcut.json": ["3.width=64", "3.height=64", "3.batch_size=4"],
                   "etc_text_to_video.json": ["4.frame_width=64", "4.frame_height=64"], **SMOKE_OVERRIDES}
 HELD_OUT = ("green", "up")
 TRAIN_STEPS, LR = 500, 5e-4
@@ -215,8 +221,9 @@ def swap_loaders(prompt: dict) -> dict:
     renamed = {}
     for node_id, node in list(prompt.items()):
         if node["class_type"] in TINY_LOADERS:
-            renamed[node_id] = f"{node_id}_{TINY_LOADERS[node['class_type']]}"
-            prompt[renamed[node_id]] = {"class_type": TINY_LOADERS[node["class_type"]], "inputs": {"seed": 0}}
+            tiny, inputs = TINY_CHECKPOINTS.get(node["inputs"].get("ckpt_name"), (TINY_LOADERS[node["class_type"]], {}))
+            renamed[node_id] = f"{node_id}_{tiny}"
+            prompt[renamed[node_id]] = {"class_type": tiny, "inputs": dict(inputs, seed=0)}
             del prompt[node_id]
     for node in prompt.values():
         for name, value in node["inputs"].items():

@@ -2,26 +2,42 @@
 import json
 
 
+# The tiny loader and the core conditioning node of each one-token model family.
+FAMILIES = {
+    "svd": ({"class_type": "ETCVCUTTestTinySVD", "inputs": {"seed": 0}}, "SVD_img2vid_Conditioning",
+            {"motion_bucket_id": 127, "fps": 6, "augmentation_level": 0.0}),
+    "sv3d_u": ({"class_type": "ETCVCUTTestTinySV3D", "inputs": {"seed": 0, "variant": "u"}}, "SV3D_Conditioning",
+               {"elevation": 10.0}),
+    "sv3d_p": ({"class_type": "ETCVCUTTestTinySV3D", "inputs": {"seed": 0, "variant": "p"}}, "SV3D_Conditioning",
+               {"elevation": 10.0}),
+    "zero123": ({"class_type": "ETCVCUTTestTinyZero123", "inputs": {"seed": 0}}, "StableZero123_Conditioning",
+                {"elevation": 10.0, "azimuth": 30.0}),
+}
+
+
 def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vcut=None, cutoff=None,
               count_file=None, prefix="svd", sampler="euler", scheduler="karras", loader=None, low_memory=False,
-              guidance="VideoLinearCFGGuidance", cutoff_after_guidance=False):
+              guidance="VideoLinearCFGGuidance", cutoff_after_guidance=False, family="svd"):
     """Tiny SVD image-to-video; ``vcut=(sca, tca)`` and ``cutoff=c`` add the VCUT nodes.
 
     ``low_memory`` makes ComfyUI run cond and uncond as separate UNet calls; ``guidance`` is the
-    video CFG node, placed after the cutoff node unless ``cutoff_after_guidance``.
+    video CFG node (None: none), placed after the cutoff node unless ``cutoff_after_guidance``.
+    ``family`` picks another one-token model of :data:`FAMILIES` with its core conditioning node
+    (``frames`` is Zero123's batch of views).
 
-    ``loader`` replaces the tiny-SVD loader node. Its id is derived from its class, since the
+    ``loader`` replaces the tiny-SVD loader node. Its id is derived from its class (and SV3D's variant), since the
     early-2024 executor reuses a cached node output when the id and inputs match.
     """
-    loader = loader or {"class_type": "ETCVCUTTestTinySVD", "inputs": {"seed": 0}}
-    load = "load_" + loader["class_type"]
+    family_loader, cond_class, cond_inputs = FAMILIES[family]
+    loader = loader or family_loader
+    load = "load_" + loader["class_type"] + loader["inputs"].get("variant", "")
+    frames_input = "batch_size" if family == "zero123" else "video_frames"
     g = {
         "img": {"class_type": "EmptyImage", "inputs": {"width": size, "height": size, "batch_size": 1,
                                                         "color": color}},
-        "cond": {"class_type": "SVD_img2vid_Conditioning", "inputs": {
-            "clip_vision": [load, 1], "init_image": ["img", 0], "vae": [load, 2], "width": size,
-            "height": size, "video_frames": frames, "motion_bucket_id": 127, "fps": 6,
-            "augmentation_level": 0.0}},
+        "cond": {"class_type": cond_class, "inputs": dict(
+            cond_inputs, clip_vision=[load, 1], init_image=["img", 0], vae=[load, 2], width=size, height=size,
+            **{frames_input: frames})},
         "lincfg": {"class_type": guidance, "inputs": {"model": [load, 0], "min_cfg": 1.0}},
         "sample": {"class_type": "KSampler", "inputs": {
             "model": ["lincfg", 0], "seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler,
@@ -50,6 +66,9 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
         g["cutoff"] = {"class_type": "VCUTGuidanceCutoff", "inputs": {"model": model, "cutoff_step": cutoff}}
         model = ["cutoff", 0]
     g["lincfg"]["inputs"]["model"] = model
+    if guidance is None:
+        del g["lincfg"]
+        g["sample"]["inputs"]["model"] = model
     return g
 
 
@@ -110,3 +129,16 @@ def recorded_events(server, filename):
 
 def unet_calls(server, filename):
     return [event for event in recorded_events(server, filename) if "batch" in event]
+
+
+def calls_with_forwards(server, filename):
+    """The recorded UNet calls, each with ``ran``: the batches of the UNet forwards that ran inside it
+    (logged by ETCVCUTTestCountForwards; empty where a cache answered the call)."""
+    calls, ran = [], []
+    for event in recorded_events(server, filename):
+        if "forward_batch" in event:
+            ran.append(event["forward_batch"])
+        elif "batch" in event:
+            calls.append(dict(event, ran=ran))
+            ran = []
+    return calls

@@ -6,7 +6,8 @@ import folder_paths
 import torch
 from safetensors.torch import save_file
 
-from .tiny_models import meta_sd21, tiny_clip_vision, tiny_sd2, tiny_svd, tiny_svd_zero_tca, write_checkpoint
+from .tiny_models import (meta_sd21, tiny_clip_vision, tiny_sd2, tiny_sv3d, tiny_svd, tiny_svd_zero_tca,
+                          tiny_zero123, write_checkpoint)
 
 
 class TinySVDLoader:
@@ -27,6 +28,29 @@ class TinySVDZeroTCALoader(TinySVDLoader):
 
     def load(self, seed):
         return tiny_svd_zero_tca(seed)
+
+
+class TinySV3DLoader:
+    """A tiny SV3D_u or SV3D_p (SVD's UNet, camera in y)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
+                             "variant": (["u", "p"], {"default": "u"})}}
+
+    RETURN_TYPES = ("MODEL", "CLIP_VISION", "VAE")
+    FUNCTION = "load"
+    CATEGORY = "testing/etc_vcut"
+
+    def load(self, seed, variant):
+        return tiny_sv3d(seed, variant)
+
+
+class TinyZero123Loader(TinySVDLoader):
+    """A tiny Stable Zero123 (SD 1.x UNet, one context token through cc_projection)."""
+
+    def load(self, seed):
+        return tiny_zero123(seed)
 
 
 class TinySD2Loader:
@@ -169,6 +193,43 @@ class CountUNetPasses:
         return (m,)
 
 
+class _RecordForwards(torch.nn.Module):
+    """The UNet's first convolution, logging the batch of every UNet forward that really runs among the
+    events of ETCVCUTTestCountPasses (each forward comes before the call it belongs to)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        if _recorder["calls"] is not None:
+            _recorder["calls"].append({"forward_batch": int(x.shape[0])})
+            _flush()
+        return self.conv(x)
+
+
+class CountUNetForwards:
+    """Logs every UNet forward that runs, inside every wrapper (a step a cache answers from its cache runs
+    none), into ETCVCUTTestCountPasses' file; use it with that node."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing/etc_vcut"
+
+    def patch(self, model):
+        name = "diffusion_model.input_blocks.0.0"
+        m = model.clone()
+        conv = getattr(m, "object_patches_backup", {}).get(name) or m.model.get_submodule(name)
+        while isinstance(conv, _RecordForwards):
+            conv = conv.conv
+        m.add_object_patch(name, _RecordForwards(conv))
+        return (m,)
+
+
 class LowFreeMemory:
     """Makes every batch look too big for free memory, so ComfyUI runs cond and uncond as separate calls
     (what it does for SVD at 576x1024 on 8-24 GB GPUs)."""
@@ -265,9 +326,12 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinySVD": TinySVDLoader,
     "ETCVCUTTestZeroTCA": TinySVDZeroTCALoader,
     "ETCVCUTTestTinySD2": TinySD2Loader,
+    "ETCVCUTTestTinySV3D": TinySV3DLoader,
+    "ETCVCUTTestTinyZero123": TinyZero123Loader,
     "ETCVCUTTestTinyCLIPVision": TinyCLIPVisionLoader,
     "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
     "ETCVCUTTestCountPasses": CountUNetPasses,
+    "ETCVCUTTestCountForwards": CountUNetForwards,
     "ETCVCUTTestLowFreeMemory": LowFreeMemory,
     "ETCVCUTTestRandomConditioning": RandomConditioning,
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,

@@ -1,4 +1,5 @@
-"""Tiny, seeded models built from ComfyUI's own classes (SVD, SD 2.x, CLIP, CLIP vision, VAE).
+"""Tiny, seeded models built from ComfyUI's own classes (SVD, SV3D, Stable Zero123, SD 2.x, CLIP, CLIP vision,
+VAE).
 
 Test-only: real checkpoints cannot be downloaded here, so the tests and the demo
 build the real model classes with small configs and random weights.
@@ -44,6 +45,17 @@ SVD_UNET = dict(_UNET_COMMON, num_classes="sequential", adm_in_channels=768, in_
 SD2_UNET = dict(_UNET_COMMON, adm_in_channels=None, in_channels=4, out_channels=4,
                 transformer_depth=[0, 1], transformer_depth_output=[0, 0, 1, 1], transformer_depth_middle=1,
                 use_temporal_resblock=False, use_temporal_attention=False)
+
+# SV3D: SVD's UNet with other added conditioning (y): the augmentation level (256), SV3D_p also elevation and
+# azimuth (2 x 512), as in supported_models.SV3D_u / SV3D_p.
+SV3D_ADM = {"u": 256, "p": 1280}
+# Stable Zero123: an SD 1.x UNet; its one context token comes from cc_projection (CLIP image embedding + 4
+# camera numbers). The model projects only contexts not 768 wide, and the negative is a 768-wide zero, so the
+# tiny model keeps the real 768-wide context.
+ZERO123_CONTEXT = 768
+ZERO123_UNET = dict(_UNET_COMMON, context_dim=ZERO123_CONTEXT, adm_in_channels=None, in_channels=8, out_channels=4,
+                    transformer_depth=[1, 1], transformer_depth_output=[1, 1, 1, 1], transformer_depth_middle=1,
+                    use_temporal_resblock=False, use_temporal_attention=False)
 
 _cache = {}
 
@@ -154,6 +166,32 @@ def tiny_svd_zero_tca(seed: int = 0):
                     module.to_out[0].weight.zero_()
                     module.to_out[0].bias.zero_()
         _cache[key] = (model,) + tiny_svd(seed)[1:]
+    return _cache[key]
+
+
+def tiny_sv3d(seed: int = 0, variant: str = "u"):
+    """(MODEL, CLIP_VISION, VAE) of a tiny SV3D_u or SV3D_p from ComfyUI's SV3D classes; cached."""
+    key = ("sv3d", variant, seed)
+    if key not in _cache:
+        name = f"SV3D_{variant}"
+        model = _diffusion_model(getattr(comfy.supported_models, name), dict(SVD_UNET, adm_in_channels=SV3D_ADM[variant]),
+                                 getattr(comfy.model_base, name), seed)
+        _cache[key] = (model, tiny_clip_vision(seed + 1), tiny_vae(seed + 2))
+    return _cache[key]
+
+
+def tiny_zero123(seed: int = 0):
+    """(MODEL, CLIP_VISION, VAE) of a tiny Stable Zero123 from ComfyUI's classes, with a seeded cc_projection."""
+    key = ("zero123", seed)
+    if key not in _cache:
+        projection = seeded_init_(torch.nn.Linear(ZERO123_CONTEXT + 4, ZERO123_CONTEXT), seed + 3, std=0.05)
+        with torch.no_grad():
+            projection.bias.normal_(generator=torch.Generator().manual_seed(seed + 4))
+        with torch.no_grad():  # Stable_Zero123 copies the weights into its own cc_projection
+            model = _diffusion_model(comfy.supported_models.Stable_Zero123, ZERO123_UNET,
+                                     comfy.model_base.Stable_Zero123, seed, cc_projection_weight=projection.weight,
+                                     cc_projection_bias=projection.bias)
+        _cache[key] = (model, tiny_clip_vision(seed + 1, ZERO123_CONTEXT), tiny_vae(seed + 2))
     return _cache[key]
 
 
