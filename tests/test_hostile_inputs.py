@@ -8,6 +8,7 @@ import shutil
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -386,9 +387,13 @@ def test_a_frame_size_that_is_not_a_multiple_of_8_is_refused(comfy_server, norma
 def test_video_written_from_image_frames_matches_the_array(tmp_path):
     """etc_core.files.video_io.ImageFrames (the node's frame-by-frame source) encodes what the uint8 array does."""
     from etc_core.files.video_io import ImageFrames, read_video_frames
+    torch.manual_seed(0)
     images = torch.rand(5, 34, 30, 3)
     array = (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    frames = ImageFrames(images)
+    assert all((frames[i] == array[i]).all() for i in range(len(array)))  # the encoders get the same pixels
     for fmt in ("h264-mp4", "webp"):
-        lazy = read_video_frames(write_video(str(tmp_path / f"lazy.{fmt}"), ImageFrames(images), 8.0, fmt))
+        lazy = read_video_frames(write_video(str(tmp_path / f"lazy.{fmt}"), frames, 8.0, fmt))
         whole = read_video_frames(write_video(str(tmp_path / f"whole.{fmt}"), array, 8.0, fmt))
-        assert (lazy == whole).all()
+        # one run on the loaded 2-core machine decoded differently by a few levels: same pixels, coding noise
+        assert lazy.shape == whole.shape and np.abs(lazy.astype(int) - whole.astype(int)).mean() < 2.0
