@@ -230,6 +230,25 @@ class CountUNetForwards:
         return (m,)
 
 
+class CompileEager:
+    """Core's torch.compile wrapper (what TorchCompileModel sets) with dynamo's "eager" backend: the same
+    tracing, graph breaks and recompiles as inductor, without its minutes of code generation on a CPU."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing/etc_vcut"
+
+    def patch(self, model):
+        from comfy_api.torch_helpers import set_torch_compile_wrapper  # ComfyUI 0.3.x and later only
+        m = model.clone()
+        set_torch_compile_wrapper(model=m, backend="eager")
+        return (m,)
+
+
 class LowFreeMemory:
     """Makes every batch look too big for free memory, so ComfyUI runs cond and uncond as separate calls
     (what it does for SVD at 576x1024 on 8-24 GB GPUs)."""
@@ -300,6 +319,7 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
     "ETCVCUTTestCountPasses": CountUNetPasses,
     "ETCVCUTTestCountForwards": CountUNetForwards,
+    "ETCVCUTTestCompileEager": CompileEager,
     "ETCVCUTTestLowFreeMemory": LowFreeMemory,
     "ETCVCUTTestRandomConditioning": RandomConditioning,
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
