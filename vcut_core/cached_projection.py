@@ -87,7 +87,7 @@ class CachedProjectionCrossAttention(nn.Module):
                  and context.shape[0] == x.shape[0] and x.ndim == 3
                  and value is None and mask is None and self._is_plain())
         if not exact:
-            if not self.stats["fallbacks"]:
+            if not self.stats["fallbacks"] and not torch.compiler.is_compiling():
                 # Once per site: the shortcut would not be exact here, so this call is real attention.
                 logging.warning("VCUT: a cross-attention got a context of shape %s (not one token, or a mask); it "
                                 "runs real attention", None if context is None else tuple(context.shape))
@@ -96,7 +96,19 @@ class CachedProjectionCrossAttention(nn.Module):
         shape = (x.shape[0], x.shape[1], self.attention.to_out[0].out_features)
         if self.mode == "drop":
             return x.new_zeros(()).expand(shape)
+        if torch.compiler.is_compiling():
+            # Traced into the compiled graph: the cache's lookup (run lengths of data-dependent size,
+            # element-wise equality, version counters) would break the graph and recompile, and one
+            # compiled projection of a single token per row costs next to nothing.
+            return self._project(context).expand(shape)
         return self.projection(context).expand(shape)
+
+    def _project(self, context: torch.Tensor) -> torch.Tensor:
+        """``to_out(to_v(context))``, every row."""
+        projected = self.attention.to_v(context)
+        for layer in self.attention.to_out:
+            projected = layer(projected)
+        return projected
 
     def projection(self, context: torch.Tensor) -> torch.Tensor:
         """``to_out(to_v(context))`` for ``context`` [N, 1, D], from the cache when possible."""
@@ -112,10 +124,7 @@ class CachedProjectionCrossAttention(nn.Module):
         self.stats["misses"] += 1
         # Project every row, as the attention does, then keep one per run: the same GEMM shapes as the
         # original give the same rounding, so the result matches it bit for bit where the kernels allow.
-        projected = self.attention.to_v(context)
-        for layer in self.attention.to_out:
-            projected = layer(projected)
-        projected = projected[counts.cumsum(0) - counts]
+        projected = self._project(context)[counts.cumsum(0) - counts]
         self._cache[object()] = (key, rows, counts, projected)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)

@@ -20,10 +20,11 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module):
     setattr(root.get_submodule(parent) if parent else root, leaf, module)
 
 
-def apply_vcut(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop") -> list:
-    """Replace the SCA/TCA modules of a diffusers SVD UNet in place; returns the names replaced."""
+def apply_vcut(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop", owner=None) -> list:
+    """Replace the SCA/TCA modules of a diffusers SVD UNet in place; returns the names replaced.
+    ``owner``: what builds the UNet's context (for an image UNet with a one-token projection, Zero123)."""
     remove_vcut(unet)
-    plan = plan_replacements(unet, sca_mode, tca_mode)
+    plan = plan_replacements(unet, sca_mode, tca_mode, owner=owner)
     for name, module in plan.items():
         _set_submodule(unet, name, module)
     return list(plan)

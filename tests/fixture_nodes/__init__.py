@@ -193,6 +193,18 @@ class CountUNetPasses:
         return (m,)
 
 
+class _ModelPatchNode:
+    """A MODEL -> MODEL test node; subclasses define ``patch(model)``."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing/etc_vcut"
+
+
 class _RecordForwards(torch.nn.Module):
     """The UNet's first convolution, logging the batch of every UNet forward that really runs among the
     events of ETCVCUTTestCountPasses (each forward comes before the call it belongs to)."""
@@ -208,17 +220,9 @@ class _RecordForwards(torch.nn.Module):
         return self.conv(x)
 
 
-class CountUNetForwards:
+class CountUNetForwards(_ModelPatchNode):
     """Logs every UNet forward that runs, inside every wrapper (a step a cache answers from its cache runs
     none), into ETCVCUTTestCountPasses' file; use it with that node."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",)}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = "testing/etc_vcut"
 
     def patch(self, model):
         name = "diffusion_model.input_blocks.0.0"
@@ -230,17 +234,20 @@ class CountUNetForwards:
         return (m,)
 
 
-class LowFreeMemory:
+class CompileEager(_ModelPatchNode):
+    """Core's torch.compile wrapper (what TorchCompileModel sets) with dynamo's "eager" backend: the same
+    tracing, graph breaks and recompiles as inductor, without its minutes of code generation on a CPU."""
+
+    def patch(self, model):
+        from comfy_api.torch_helpers import set_torch_compile_wrapper  # ComfyUI 0.3.x and later only
+        m = model.clone()
+        set_torch_compile_wrapper(model=m, backend="eager")
+        return (m,)
+
+
+class LowFreeMemory(_ModelPatchNode):
     """Makes every batch look too big for free memory, so ComfyUI runs cond and uncond as separate calls
     (what it does for SVD at 576x1024 on 8-24 GB GPUs)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",)}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = "testing/etc_vcut"
 
     def patch(self, model):
         m = model.clone()
@@ -332,6 +339,7 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinyCLIP": TinyCLIPLoader,
     "ETCVCUTTestCountPasses": CountUNetPasses,
     "ETCVCUTTestCountForwards": CountUNetForwards,
+    "ETCVCUTTestCompileEager": CompileEager,
     "ETCVCUTTestLowFreeMemory": LowFreeMemory,
     "ETCVCUTTestRandomConditioning": RandomConditioning,
     "ETCVCUTTestWriteCheckpoints": WriteCheckpoints,
