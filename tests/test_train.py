@@ -10,6 +10,7 @@ import torch
 from etc_core.data import TripleData, video_frame_indices
 from etc_core.train import ETCTrainer, TrainConfig, main as train_main
 from etc_core import load_fps_module
+from etc_vcut_dev.accelerate_launch import assert_same_run, final_weights
 
 
 def _config(setup, out, **overrides):

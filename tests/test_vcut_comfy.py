@@ -3,7 +3,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from etc_vcut_dev.graphs import svd_graph, unet_calls
+from etc_vcut_dev.graphs import sd2_through, svd_graph, unet_calls
 
 STEPS = 6
 
@@ -80,16 +80,7 @@ def test_two_images_in_one_session_have_no_stale_cache(comfy_server, baseline):
 
 
 def test_not_svd_model_gets_clear_error(comfy_server):
-    g = {"load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
-         "vcut": {"class_type": "VCUTPatchSVD", "inputs": {"model": ["load", 0], "sca_mode": "linear",
-                                                          "tca_mode": "drop"}},
-         "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-         "enc": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": "x"}},
-         "sample": {"class_type": "KSampler", "inputs": {
-             "model": ["vcut", 0], "seed": 0, "steps": 1, "cfg": 1.0, "sampler_name": "euler",
-             "scheduler": "normal", "positive": ["enc", 0], "negative": ["enc", 0],
-             "latent_image": ["empty", 0], "denoise": 1.0}},
-         "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "x", "latent": ["sample", 0]}}}
+    g = sd2_through("VCUTPatchSVD", {"sca_mode": "linear", "tca_mode": "drop"}, "x")
     with pytest.raises(Exception, match="not a Stable Video Diffusion UNet"):
         comfy_server.run(g)
 

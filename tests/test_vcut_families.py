@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from etc_vcut_dev.graphs import svd_graph, unet_calls
+from etc_vcut_dev.graphs import sd2_through, svd_graph, unet_calls
 
 STEPS, CUTOFF, FRAMES = 6, 3, 4
 # (family, video CFG node, whether the UNet has temporal cross-attentions)
@@ -57,14 +57,6 @@ def test_zero123_apart_equals_batched(comfy_server):
 
 
 def test_many_token_model_refused_by_the_cutoff(comfy_server):
-    g = {"load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
-         "cut": {"class_type": "VCUTGuidanceCutoff", "inputs": {"model": ["load", 0], "cutoff_step": 2}},
-         "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-         "enc": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": "x"}},
-         "sample": {"class_type": "KSampler", "inputs": {
-             "model": ["cut", 0], "seed": 0, "steps": 1, "cfg": 1.0, "sampler_name": "euler",
-             "scheduler": "normal", "positive": ["enc", 0], "negative": ["enc", 0],
-             "latent_image": ["empty", 0], "denoise": 1.0}},
-         "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": "x_cut", "latent": ["sample", 0]}}}
+    g = sd2_through("VCUTGuidanceCutoff", {"cutoff_step": 2}, "x_cut")
     with pytest.raises(Exception, match="reads one token"):
         comfy_server.run(g)

@@ -121,6 +121,19 @@ def etc_patch_graph(*, me=None, fps=None, frames=4, layout="2x2", size=64, steps
     return g
 
 
+def sd2_through(class_type: str, inputs: dict, prefix: str) -> dict:
+    """The tiny SD 2.x model through one MODEL -> MODEL node (``inputs`` besides the model), one KSampler step."""
+    return {"load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}},
+            "node": {"class_type": class_type, "inputs": {"model": ["load", 0], **inputs}},
+            "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+            "enc": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["load", 1], "text": "x"}},
+            "sample": {"class_type": "KSampler", "inputs": {
+                "model": ["node", 0], "seed": 0, "steps": 1, "cfg": 1.0, "sampler_name": "euler",
+                "scheduler": "normal", "positive": ["enc", 0], "negative": ["enc", 0],
+                "latent_image": ["empty", 0], "denoise": 1.0}},
+            "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": prefix, "latent": ["sample", 0]}}}
+
+
 def recorded_events(server, filename):
     """What ETCVCUTTestCountPasses wrote: UNet calls and sampler progress steps, in order."""
     with open(server.output_path(filename)) as f:
