@@ -14,7 +14,8 @@ import weakref
 import torch
 
 from ..etc_core import FPSConditionedTimeEmbedding, MixedEmbeddingInput
-from ..vcut_core import CachedProjectionCrossAttention, ComfyGuidanceCutoff, dry_run_plan
+from ..vcut_core import CachedProjectionCrossAttention, dry_run_plan
+from .guidance_cutoff import ComfyGuidanceCutoff
 
 _PACK_WRAPPERS = (MixedEmbeddingInput, FPSConditionedTimeEmbedding, CachedProjectionCrossAttention)
 

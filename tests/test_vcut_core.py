@@ -150,32 +150,3 @@ def test_diffusers_pipeline_cutoff_counts_passes(cutoff):
         assert torch.allclose(frames, baseline, atol=1e-5)
     else:
         assert frames.shape == baseline.shape and not torch.allclose(frames, baseline, atol=1e-4)
-
-
-def _cutoff_call(cutoff, sigma, uuids, seen):
-    """One batched cond+uncond model call through ``cutoff``; ``seen`` collects what reached the model."""
-    def apply_model(x, t, **c):
-        seen.append((x.shape[0], c["transformer_options"]["uuids"], c["transformer_options"]["cond_or_uncond"]))
-        return x * 0 + c["c_crossattn"].mean()
-
-    c = {"c_crossattn": torch.cat([torch.ones(1, 1, 4), torch.zeros(1, 1, 4)]),
-         "transformer_options": {"uuids": uuids, "cond_or_uncond": [1, 0]}}
-    return cutoff(apply_model, {"input": torch.zeros(2, 3), "timestep": torch.full((2,), sigma), "c": c,
-                                "cond_or_uncond": [1, 0]})
-
-
-def test_cutoff_pass_carries_the_first_uuid_and_sampler_counting_survives_skipped_evaluations():
-    """The one pass is labelled with the batch's first uuid (EasyCache slices by len(uuids)); counted by the
-    sampler, an evaluation a cache answers without any model call (LazyCache) keeps the plan in step."""
-    plan = [vcut_core.Evaluation(sigma, step) for step, sigma in enumerate([3.0, 2.0, 1.0])]
-    cutoff = vcut_core.ComfyGuidanceCutoff(cutoff_step=1)
-    cutoff.set_plan(plan, counted_by_sampler=True)
-    seen = []
-    for sigma in (3.0, 2.0, 1.0):
-        cutoff.start_evaluation()
-        if sigma == 2.0:
-            continue  # answered from a cache: no model call, no post-CFG call
-        out = _cutoff_call(cutoff, sigma, ["u", "c"], seen)
-        cutoff.post_cfg({"sigma": torch.tensor([sigma]), "cond_denoised": out[:1], "denoised": out[:1]})
-    assert seen == [(2, ["u", "c"], [1, 0]), (1, ["u"], [0])]
-    assert torch.allclose(out, torch.full_like(out, 0.5))  # the mean of the cond and uncond contexts
