@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from etc_core.files.loss_curve import loss_curve_figure, loss_curve_image
+from etc_core.files.loss_curve import LINE, loss_curve_image, loss_curve_layout, nice_ticks
 from etc_core.files.video_io import FORMATS, read_video_frames, read_video_metadata, write_gif, write_video
 
 METADATA = {"prompt": {"3": {"class_type": "ETCSampler", "inputs": {"text": "a {curly} ball"}}},
@@ -124,12 +124,23 @@ def test_gif_preview_is_small_and_animated(tmp_path):
     assert frames.shape == (8, 200, 400, 3) and not np.array_equal(frames[0], frames[-1])
 
 
+def test_nice_ticks_are_round_and_cover_the_range():
+    assert nice_ticks(0.5, 1.0) == [0.6, 0.8, 1.0]
+    assert nice_ticks(11, 14) == [11, 12, 13, 14]
+    assert nice_ticks(0.0123, 0.0871) == [0.02, 0.04, 0.06, 0.08]
+    assert nice_ticks(2.0, 2.0) == [1.0, 1.5, 2.0, 2.5, 3.0]  # one value: a range around it
+
+
 def test_loss_curve_has_labelled_axes_and_the_last_value():
-    axes = loss_curve_figure([1.0, 0.8, float("nan"), 0.5], first_step=11).axes[0]
-    assert (axes.get_xlabel(), axes.get_ylabel()) == ("step", "loss")
-    assert [t.get_text() for t in axes.texts] == ["step 14: 0.5"]
-    x, y = axes.lines[0].get_data()
-    assert list(x) == [11, 12, 14] and list(y) == [1.0, 0.8, 0.5]  # the NaN step is left out, steps kept
-    assert len(axes.get_xticks()) >= 3 and len(axes.get_yticks()) >= 3
+    layout = loss_curve_layout([1.0, 0.8, float("nan"), 0.5], first_step=11)
+    assert (layout["x_label"], layout["y_label"], layout["note"]) == ("step", "loss", "step 14: 0.5")
+    assert layout["steps"] == [11, 12, 14] and layout["values"] == [1.0, 0.8, 0.5]  # NaN left out, steps kept
+    assert [t for t, _ in layout["x_ticks"]] == [11, 12, 13, 14] and len(layout["y_ticks"]) >= 3
+    (x11, y11), (x12, y12), (x14, y14) = layout["points"]
+    assert x11 < x12 < x14 and y11 < y12 < y14  # later steps right, lower losses lower in the picture
+    assert abs((x14 - x12) - 2 * (x12 - x11)) < 1e-6  # steps to scale: the NaN step's place stays empty
     image = loss_curve_image([1.0, 0.8, float("nan"), 0.5], first_step=11)
     assert image.shape == (320, 640, 3) and image.dtype == np.uint8 and (image.min(axis=2) < 100).sum() > 500
+    for x, y in layout["points"]:
+        assert tuple(image[round(y), round(x)]) == LINE
+    assert (image[5:25, 250:390].min(axis=2) < 100).any()  # the title is written

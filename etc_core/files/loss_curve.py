@@ -1,35 +1,96 @@
-"""The training loss as a picture: a labelled matplotlib plot, as a Figure or as RGB pixels."""
+"""The training loss as a picture: a labelled plot drawn with Pillow, as RGB pixels.
+
+Pillow rather than matplotlib: matplotlib's first use on a machine starts ``fc-list`` to list the system
+fonts, and a node must not start a process. Pillow's own font is built in.
+"""
+import math
+
 import numpy as np
 
+WIDTH, HEIGHT = 640, 320
+# Plot area inside the picture: room for the title above, tick labels and axis names left and below.
+LEFT, RIGHT, TOP, BOTTOM = 70, WIDTH - 16, 28, HEIGHT - 44
+LINE, GRID, TEXT = (31, 79, 200), (225, 225, 225), (20, 20, 20)
 
-def loss_curve_figure(losses, first_step: int = 1, width: int = 640, height: int = 320, dpi: int = 100):
-    """A matplotlib Figure of the training loss against the step (``first_step`` is the step of
-    ``losses[0]``), with labelled axes, ticks and the last value written on the plot."""
-    from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    axes = figure.add_subplot()
+def nice_ticks(low: float, high: float, count: int = 5) -> list:
+    """About ``count`` round values (steps of 1, 2 or 5 times a power of ten) from ``low`` to ``high``."""
+    if not high > low:
+        low, high = low - 0.5 * max(abs(low), 1.0), high + 0.5 * max(abs(high), 1.0)
+    raw = (high - low) / max(count - 1, 1)
+    power = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step - 1e-9)
+    return [round(k * step, 12) for k in range(first, math.floor(high / step + 1e-9) + 1)]
+
+
+def _padded(values, margin: float = 0.04):
+    """The range of ``values`` widened by ``margin`` of its span on each side (by 0.5 for one value),
+    so no point sits on the frame."""
+    if not len(values):
+        return 0.0, 1.0
+    low, high = float(np.min(values)), float(np.max(values))
+    pad = margin * (high - low) if high > low else 0.5 * max(abs(low), 1.0)
+    return low - pad, high + pad
+
+
+def loss_curve_layout(losses, first_step: int = 1) -> dict:
+    """Where everything goes: the finite losses as pixel points (NaN and infinite steps left out, the
+    steps kept), integer step ticks, loss ticks, and the note with the last value."""
     values = np.asarray(losses, np.float64)
     steps = first_step + np.arange(len(values))
     finite = np.isfinite(values)
-    axes.plot(steps[finite], values[finite], color="#1f4fc8", linewidth=1.5, marker="." if len(values) < 50 else None)
-    if finite.any():
-        last = np.flatnonzero(finite)[-1]
-        axes.annotate(f"step {steps[last]}: {values[last]:.4g}", (steps[last], values[last]),
-                      textcoords="offset points", xytext=(-6, 8), ha="right", fontsize=9,
-                      bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.8})
-    axes.set_xlabel("step")
-    axes.set_ylabel("loss")
-    axes.set_title(f"training loss ({int(finite.sum())} steps)", fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.xaxis.get_major_locator().set_params(integer=True)
-    figure.tight_layout()
-    return figure
+    steps, values = steps[finite], values[finite]
+    x_low, x_high = _padded(steps)
+    y_low, y_high = _padded(values)
+    x_ticks = [t for t in nice_ticks(x_low, x_high) if t == int(t)] if len(steps) else []
+    y_ticks = nice_ticks(y_low, y_high) if len(values) else []
+
+    def px(step):
+        return LEFT + (step - x_low) / max(x_high - x_low, 1e-12) * (RIGHT - LEFT)
+
+    def py(value):
+        return BOTTOM - (value - y_low) / max(y_high - y_low, 1e-12) * (BOTTOM - TOP)
+
+    return {
+        "steps": [int(s) for s in steps], "values": [float(v) for v in values],
+        "points": [(px(s), py(v)) for s, v in zip(steps, values)],
+        "x_ticks": [(int(t), px(t)) for t in x_ticks], "y_ticks": [(t, py(t)) for t in y_ticks],
+        "title": f"training loss ({len(values)} step{'s' * (len(values) != 1)})", "x_label": "step", "y_label": "loss",
+        "note": f"step {int(steps[-1])}: {values[-1]:.4g}" if len(values) else None,
+    }
 
 
 def loss_curve_image(losses, first_step: int = 1) -> np.ndarray:
-    """:func:`loss_curve_figure` as RGB uint8 [320, 640, 3]."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    canvas = FigureCanvasAgg(loss_curve_figure(losses, first_step))
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+    """:func:`loss_curve_layout` drawn: RGB uint8 [320, 640, 3]."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    layout = loss_curve_layout(losses, first_step)
+    image = Image.new("RGB", (WIDTH, HEIGHT), "white")
+    draw = ImageDraw.Draw(image)
+    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
+    for value, y in layout["y_ticks"]:
+        draw.line([(LEFT, y), (RIGHT, y)], fill=GRID)
+        draw.text((LEFT - 6, y), f"{value:.4g}", fill=TEXT, font=small, anchor="rm")
+    for step, x in layout["x_ticks"]:
+        draw.line([(x, TOP), (x, BOTTOM)], fill=GRID)
+        draw.text((x, BOTTOM + 6), str(step), fill=TEXT, font=small, anchor="mt")
+    draw.rectangle([LEFT, TOP, RIGHT, BOTTOM], outline=TEXT)
+    points = layout["points"]
+    if len(points) > 1:
+        draw.line(points, fill=LINE, width=2, joint="curve")
+    if len(points) < 50:
+        for x, y in points:
+            draw.ellipse([x - 2.5, y - 2.5, x + 2.5, y + 2.5], fill=LINE)
+    if layout["note"]:
+        x, y = points[-1]
+        right_half = x > (LEFT + RIGHT) / 2
+        draw.text((x - 6 if right_half else x + 6, max(y - 8, TOP + 14)), layout["note"], fill=TEXT, font=small,
+                  anchor="rb" if right_half else "lb")
+    draw.text(((LEFT + RIGHT) / 2, TOP / 2), layout["title"], fill=TEXT, font=font, anchor="mm")
+    draw.text(((LEFT + RIGHT) / 2, HEIGHT - 8), layout["x_label"], fill=TEXT, font=font, anchor="mb")
+    label = Image.new("L", (60, 20), 0)
+    ImageDraw.Draw(label).text((30, 10), layout["y_label"], fill=255, font=font, anchor="mm")
+    image.paste(Image.new("RGB", label.size, TEXT).rotate(90, expand=True), (4, (TOP + BOTTOM) // 2 - 30),
+                label.rotate(90, expand=True))
+    return np.asarray(image).copy()
