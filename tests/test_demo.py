@@ -32,6 +32,18 @@ def held_out(comfy_server, etc_files):
     return _directions(comfy_server, etc_files, synthetic.caption(*demo.HELD_OUT))
 
 
+def test_both_ci_hosts_share_one_trained_demo_model(monkeypatch):
+    """The cache key names the tokenizer's files, not the host's folder, so the second pass reuses the model."""
+    from etc_vcut_dev.comfy_host import REGISTRY_HOSTS
+    if os.environ.get("COMFYUI_PATH"):
+        pytest.skip("COMFYUI_PATH names one host")
+    keys = set()
+    for host in REGISTRY_HOSTS:
+        monkeypatch.setenv("ETCVCUT_HOST", host)
+        keys.add(demo.training_key())
+    assert len(REGISTRY_HOSTS) == 2 and len(keys) == 1
+
+
 def test_tracker_reads_each_direction_and_rejects_two_squares():
     for direction in synthetic.DIRECTIONS:
         clip = synthetic.square_clip(synthetic.COLORS["red"], direction, 4.0, 8, 32, 10)

@@ -129,16 +129,18 @@ def install_etc(model: dict, base: str, name: str = "etc_demo") -> dict:
 
 def training_key() -> str:
     """What the demo's trained model depends on: the ETC code, the development package (this module's
-    settings, the tiny base model, the synthetic set), the host's CLIP tokenizer files, torch and the
+    settings, the tiny base model, the synthetic set), the two host files the tokenizer reads (vocabulary
+    and merges; both CI hosts ship the same, while their ``tokenizer_config.json`` differ), torch and the
     training precision."""
     import torch
     digest = hashlib.sha256(f"{torch.__version__} {cpu_precision()}".encode())
     tokenizer = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")
     code = [os.path.join(REPO, package, "**", "*.py") for package in ("etc_core", "dev")]
-    for path in sorted([p for pattern in code for p in glob.glob(pattern, recursive=True)] +
-                       glob.glob(os.path.join(tokenizer, "*"))):
-        with open(path, "rb") as f:
-            digest.update(os.path.relpath(path, REPO).encode() + b"\0" + f.read())
+    files = {os.path.relpath(p, REPO): p for pattern in code for p in glob.glob(pattern, recursive=True)}
+    files.update({f"sd1_tokenizer/{name}": os.path.join(tokenizer, name) for name in ("vocab.json", "merges.txt")})
+    for name in sorted(files):  # named by place in the repository or the host, not by the host's folder
+        with open(files[name], "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]
 
 
