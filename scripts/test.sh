@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "=== setup: ${SECONDS} s (each pass's time is pytest's last line) ==="
 if [ -n "${COMFYUI_PATH:-}" ]; then
   exec .venv/bin/python -m pytest -q tests "$@"
 fi
