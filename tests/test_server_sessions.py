@@ -134,15 +134,16 @@ def test_cutoff_composes_with_video_cfg_in_either_order(comfy_server, guidance):
     assert [c["batch"] for c in unet_calls(comfy_server, f"order_{guidance}.json")] == [8, 8, 8, 4, 4, 4]
 
 
-# Every sampler the CI hosts ship (ComfyUI 0.3.75's list holds the early-2024 one); a test below fails when a
+# Every sampler the CI hosts and ComfyUI 0.8.0 ship (each list holds the one before); a test below fails when a
 # host lists one that is not here, so a new sampler is never left untested.
-SAMPLERS = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
-            "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
-            "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-            "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
-            "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
-            "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
-            "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"]
+SAMPLERS = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "exp_heun_2_x0",
+            "exp_heun_2_x0_sde", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral",
+            "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde",
+            "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu",
+            "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp",
+            "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
+            "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim",
+            "uni_pc", "uni_pc_bh2"]
 # Guidance depends on the model's output only for this one: its steps are not known before it runs.
 ADAPTIVE = {"dpm_adaptive"}
 
@@ -156,10 +157,10 @@ ONE_CALL = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp"
             "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "ddim", "res_multistep",
             "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
             "gradient_estimation_cfg_pp", "er_sde", "sa_solver", "uni_pc", "uni_pc_bh2"]
-# Twice in every step but the last (a plain step to sigma 0): Heun's corrector on the next sigma, the
-# others' midpoint (SEEDS-2's intermediate stage).
+# Twice in every step but the last (a plain step to sigma 0): Heun's corrector on the next sigma (also
+# 0.8.0's exp_heun_2_x0 pair: SEEDS-2 with its stage at r = 1), the others' midpoint (SEEDS-2's stage).
 TWO_STAGE = ["heun", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde",
-             "dpmpp_sde_gpu", "seeds_2"]
+             "dpmpp_sde_gpu", "seeds_2", "exp_heun_2_x0", "exp_heun_2_x0_sde"]
 CALLS_PER_STEP = {
     **{s: [1, 1, 1, 1] for s in ONE_CALL},
     **{s: [2, 2, 2, 1] for s in TWO_STAGE},
