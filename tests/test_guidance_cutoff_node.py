@@ -1,9 +1,11 @@
 """nodes/guidance_cutoff.py without a host: the pack imported as ComfyUI's loader imports it, fake model calls."""
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from etc_vcut_dev.pack import import_pack
-from vcut_core import Evaluation
 
 SIGMAS = (3.0, 2.0, 1.0)
 COND_CONTEXT, UNCOND_CONTEXT = torch.zeros(1, 1, 4), torch.ones(1, 1, 4)
@@ -12,6 +14,22 @@ COND_CONTEXT, UNCOND_CONTEXT = torch.zeros(1, 1, 4), torch.ones(1, 1, 4)
 @pytest.fixture(scope="module")
 def cutoff_module():
     return import_pack().nodes.guidance_cutoff
+
+
+def _plan(sigmas):
+    """One evaluation per step, as the pack's own copy of vcut_core (the one its nodes use) plans them."""
+    return [import_pack().vcut_core.Evaluation(sigma, step) for step, sigma in enumerate(sigmas)]
+
+
+def test_importing_the_pack_imports_nothing_of_comfyui():
+    """In a fresh process, so an earlier test's in-process host cannot have loaded ComfyUI first."""
+    host_modules = ("comfy", "comfy_extras", "comfy_api", "folder_paths", "nodes", "server", "execution")
+    done = subprocess.run([sys.executable, "-c", "import sys; from etc_vcut_dev.pack import import_pack; "
+                           "pack = import_pack(); assert len(pack.NODE_CLASS_MAPPINGS) >= 14; "
+                           f"print(sorted(m for m in sys.modules if m.split('.')[0] in {host_modules!r}))"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
 
 
 def _model(seen):
@@ -34,7 +52,7 @@ def _call(cutoff, model, sigma, order, uuids):
 def _sample(cutoff_module, batched, cutoff_step=1, plan_sigmas=SIGMAS):
     """Outputs of each evaluation (post-CFG result) and what reached the model, batched or run apart."""
     cutoff = cutoff_module.ComfyGuidanceCutoff(cutoff_step)
-    cutoff.set_plan([Evaluation(sigma, step) for step, sigma in enumerate(plan_sigmas)])
+    cutoff.set_plan(_plan(plan_sigmas))
     seen, outputs = [], []
     model = _model(seen)
     for sigma in SIGMAS:
@@ -71,7 +89,7 @@ def test_cutoff_pass_carries_the_first_uuid_and_sampler_counting_survives_skippe
     """The one pass is labelled with the batch's first uuid (EasyCache slices by len(uuids)); counted by the
     sampler, an evaluation a cache answers without any model call (LazyCache) keeps the plan in step."""
     cutoff = cutoff_module.ComfyGuidanceCutoff(cutoff_step=1)
-    cutoff.set_plan([Evaluation(sigma, step) for step, sigma in enumerate(SIGMAS)], counted_by_sampler=True)
+    cutoff.set_plan(_plan(SIGMAS), counted_by_sampler=True)
     seen = []
     for sigma in SIGMAS:
         cutoff.start_evaluation()
@@ -91,7 +109,7 @@ def test_an_earlier_wrapper_runs_in_place_of_the_model(cutoff_module):
         return apply_model(args["input"], args["timestep"], **args["c"])
 
     cutoff = cutoff_module.ComfyGuidanceCutoff(1, previous=previous)
-    cutoff.set_plan([Evaluation(sigma, step) for step, sigma in enumerate(SIGMAS)])
+    cutoff.set_plan(_plan(SIGMAS))
     for sigma in SIGMAS[:2]:
         out = _call(cutoff, _model([]), sigma, (1, 0), ["u", "c"])
         cutoff.post_cfg({"sigma": torch.tensor([sigma]), "cond_denoised": out[1:], "denoised": out[1:]})

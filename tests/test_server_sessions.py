@@ -149,9 +149,9 @@ ADAPTIVE = {"dpm_adaptive"}
 
 
 # Model calls in each of the 4 steps, read off the samplers' loops (comfy/k_diffusion/sampling.py and
-# comfy/extra_samplers/uni_pc.py, the same on both CI hosts), not from the oracle above. Once per step: the
-# multistep, ancestral and exponential samplers reuse earlier outputs, and UniPC's corrector evaluation is
-# the next step's model value.
+# comfy/extra_samplers/uni_pc.py; a sampler's loop is the same on every host that has it), not from the
+# oracle. Once per step: the multistep, ancestral and exponential samplers reuse earlier outputs, and
+# UniPC's corrector evaluation is the next step's model value.
 ONE_CALL = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "lms", "dpmpp_2m", "dpmpp_2m_cfg_pp",
             "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde",
             "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "ddim", "res_multistep",

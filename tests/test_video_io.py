@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from etc_core.files.loss_curve import LINE, loss_curve_image, loss_curve_layout, nice_ticks
+from etc_core.files.loss_curve import LINE, loss_curve_image, loss_curve_layout, nice_ticks, tick_label
 from etc_core.files.video_io import FORMATS, read_video_frames, read_video_metadata, write_gif, write_video
 
 METADATA = {"prompt": {"3": {"class_type": "ETCSampler", "inputs": {"text": "a {curly} ball"}}},
@@ -129,6 +129,26 @@ def test_nice_ticks_are_round_and_cover_the_range():
     assert nice_ticks(11, 14) == [11, 12, 13, 14]
     assert nice_ticks(0.0123, 0.0871) == [0.02, 0.04, 0.06, 0.08]
     assert nice_ticks(2.0, 2.0) == [1.0, 1.5, 2.0, 2.5, 3.0]  # one value: a range around it
+    assert nice_ticks(1e-14, 3e-14) == [1e-14, 1.5e-14, 2e-14, 2.5e-14, 3e-14]
+    assert nice_ticks(-1.7e308, 1.7e308) == [] and nice_ticks(0.0, 5e-324) == []  # no step fits: no ticks
+
+
+def test_tick_labels_differ_on_a_plateau():
+    ticks = nice_ticks(2.3456, 2.3457)
+    labels = [tick_label(t, ticks[1] - ticks[0]) for t in ticks]
+    assert len(set(labels)) == len(labels) >= 3 and labels[0].startswith("2.3456")
+    assert tick_label(0.5, 0.1) == "0.5" and tick_label(12.0, 2.0) == "12"
+    assert tick_label(2e7, 5e6) == "2.0e+07" and tick_label(1e-14, 5e-15) == "1.0e-14"
+
+
+@pytest.mark.parametrize("losses", [[], [0.3], [float("nan")] * 3, [1e308, -1e308, 1.0], [2.3456, 2.3457] * 50,
+                                    list(np.linspace(5.0, -5.0, 20000))])
+def test_loss_curve_draws_any_losses(losses):
+    layout = loss_curve_layout(losses, first_step=1000)
+    labels = layout["y_labels"]
+    assert len(set(labels)) == len(labels)
+    assert all(0 <= x <= 640 and 0 <= y <= 320 for x, y in layout["points"])  # inside the picture
+    assert loss_curve_image(losses, first_step=1000).shape == (320, 640, 3)
 
 
 def test_loss_curve_has_labelled_axes_and_the_last_value():

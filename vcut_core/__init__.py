@@ -6,8 +6,8 @@ from .patch_plan import SCA_MODES, TCA_MODES, describe_plan, kept_sites, plan_re
 from .step_plan import Evaluation, dry_run_plan, steps_from_events
 
 __all__ = [
-    "CachedProjectionCrossAttention", "run_length_rows", "apply_vcut", "remove_vcut",
-    "enable_guidance_cutoff", "disable_guidance_cutoff", "Evaluation", "dry_run_plan", "steps_from_events",
-    "CrossAttentionSites", "NotSVDModelError", "find_cross_attentions", "SCA_MODES", "TCA_MODES", "kept_sites", "plan_replacements", "unused_parameters",
-    "describe_plan",
+    "CachedProjectionCrossAttention", "run_length_rows", "apply_vcut", "remove_vcut", "enable_guidance_cutoff",
+    "disable_guidance_cutoff", "Evaluation", "dry_run_plan", "steps_from_events", "CrossAttentionSites",
+    "NotSVDModelError", "find_cross_attentions", "SCA_MODES", "TCA_MODES", "kept_sites", "plan_replacements",
+    "unused_parameters", "describe_plan",
 ]

@@ -21,6 +21,7 @@ def import_pack():
         try:
             spec.loader.exec_module(module)
         except BaseException:
-            del sys.modules[PACK_DIR_NAME]
+            for name in [m for m in sys.modules if m == PACK_DIR_NAME or m.startswith(PACK_DIR_NAME + ".")]:
+                del sys.modules[name]
             raise
     return sys.modules[PACK_DIR_NAME]

@@ -9,7 +9,7 @@ import numpy as np
 
 WIDTH, HEIGHT = 640, 320
 # Plot area inside the picture: room for the title above, tick labels and axis names left and below.
-LEFT, RIGHT, TOP, BOTTOM = 70, WIDTH - 16, 28, HEIGHT - 44
+LEFT, RIGHT, TOP, BOTTOM = 84, WIDTH - 16, 28, HEIGHT - 44
 LINE, GRID, TEXT = (31, 79, 200), (225, 225, 225), (20, 20, 20)
 
 
@@ -18,31 +18,42 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list:
     if not high > low:
         low, high = low - 0.5 * max(abs(low), 1.0), high + 0.5 * max(abs(high), 1.0)
     raw = (high - low) / max(count - 1, 1)
+    if not (math.isfinite(raw) and raw > 1e-300):  # a span floats cannot divide into steps
+        return []
     power = 10.0 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.ceil(low / step - 1e-9)
-    return [round(k * step, 12) for k in range(first, math.floor(high / step + 1e-9) + 1)]
+    return [float(f"{k * step:.12g}") for k in range(first, math.floor(high / step + 1e-9) + 1)]
 
 
-def _padded(values, margin: float = 0.04):
-    """The range of ``values`` widened by ``margin`` of its span on each side (by 0.5 for one value),
-    so no point sits on the frame."""
+def tick_label(value: float, step: float) -> str:
+    """``value`` written with as many decimals as the tick ``step`` needs, so neighbouring ticks differ."""
+    decimals = max(0, -math.floor(math.log10(step)))
+    if decimals <= 6 and abs(value) < 1e7:
+        return f"{value:.{decimals}f}"
+    digits = max(1, math.floor(math.log10(max(abs(value), step))) - math.floor(math.log10(step)))
+    return f"{value:.{digits}e}"
+
+
+def _padded(values, single: float, margin: float = 0.04):
+    """The range of ``values`` widened by ``margin`` of its span on each side (by ``single`` around one
+    value), so no point sits on the frame."""
     if not len(values):
         return 0.0, 1.0
     low, high = float(np.min(values)), float(np.max(values))
-    pad = margin * (high - low) if high > low else 0.5 * max(abs(low), 1.0)
+    pad = margin * (high - low) if high > low else single
     return low - pad, high + pad
 
 
 def loss_curve_layout(losses, first_step: int = 1) -> dict:
     """Where everything goes: the finite losses as pixel points (NaN and infinite steps left out, the
-    steps kept), integer step ticks, loss ticks, and the note with the last value."""
+    steps kept), integer step ticks, loss ticks with their labels, and the note with the last value."""
     values = np.asarray(losses, np.float64)
     steps = first_step + np.arange(len(values))
-    finite = np.isfinite(values)
-    steps, values = steps[finite], values[finite]
-    x_low, x_high = _padded(steps)
-    y_low, y_high = _padded(values)
+    shown = np.isfinite(values) & (np.abs(values) < 1e100)  # beyond that no float range holds the span
+    steps, values = steps[shown], values[shown]
+    x_low, x_high = _padded(steps, single=1.0)
+    y_low, y_high = _padded(values, single=0.5 * max(abs(float(values[0])), 1.0) if len(values) else 1.0)
     x_ticks = [t for t in nice_ticks(x_low, x_high) if t == int(t)] if len(steps) else []
     y_ticks = nice_ticks(y_low, y_high) if len(values) else []
 
@@ -56,8 +67,9 @@ def loss_curve_layout(losses, first_step: int = 1) -> dict:
         "steps": [int(s) for s in steps], "values": [float(v) for v in values],
         "points": [(px(s), py(v)) for s, v in zip(steps, values)],
         "x_ticks": [(int(t), px(t)) for t in x_ticks], "y_ticks": [(t, py(t)) for t in y_ticks],
+        "y_labels": [tick_label(t, y_ticks[1] - y_ticks[0]) if len(y_ticks) > 1 else f"{t:.4g}" for t in y_ticks],
         "title": f"training loss ({len(values)} step{'s' * (len(values) != 1)})", "x_label": "step", "y_label": "loss",
-        "note": f"step {int(steps[-1])}: {values[-1]:.4g}" if len(values) else None,
+        "note": f"step {int(steps[-1])}: {values[-1]:.6g}" if len(values) else None,
     }
 
 
@@ -69,9 +81,9 @@ def loss_curve_image(losses, first_step: int = 1) -> np.ndarray:
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
     font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
-    for value, y in layout["y_ticks"]:
+    for (_, y), label in zip(layout["y_ticks"], layout["y_labels"]):
         draw.line([(LEFT, y), (RIGHT, y)], fill=GRID)
-        draw.text((LEFT - 6, y), f"{value:.4g}", fill=TEXT, font=small, anchor="rm")
+        draw.text((LEFT - 6, y), label, fill=TEXT, font=small, anchor="rm")
     for step, x in layout["x_ticks"]:
         draw.line([(x, TOP), (x, BOTTOM)], fill=GRID)
         draw.text((x, BOTTOM + 6), str(step), fill=TEXT, font=small, anchor="mt")
