@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# OpenCV is the headless build (requirements.txt). The GUI build opencv-python, which this file installed before,
+# shares the cv2 folder with it: remove both, and the next line installs the headless one alone.
+if .venv/bin/python -m pip show opencv-python >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall --yes --quiet opencv-python opencv-python-headless
+fi
 "${PIP[@]}" -r requirements-test.txt
 # DeepSpeed (the trainer's ZeRO-2 test) is a source package whose build imports torch: no build isolation.
 "${PIP[@]}" setuptools wheel

