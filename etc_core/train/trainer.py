@@ -16,6 +16,7 @@ run ends as an uninterrupted one.
 import argparse
 import collections
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -38,10 +39,25 @@ from .export import comfyui_lora, save_comfyui_unet
 from .pretrained import check_pretrained, load_models
 
 
+# Installed for training only (README, docs/training.md): their newest releases need a newer torch than many
+# ComfyUI installs run, and pip would replace that torch to install them with the pack.
+TRAINING_PACKAGES = ("accelerate", "peft")
+
+
+def check_training_packages():
+    missing = [name for name in TRAINING_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        names = " ".join(missing)
+        raise ModuleNotFoundError(f"training needs {names}, which the pack does not install: run `pip install "
+                                  f"{names}` with the Python that runs ComfyUI, adding torch==<its torch version> "
+                                  "to keep that torch (docs/training.md)")
+
+
 def check_launch(config: TrainConfig, resume: bool = False, roots=None):
-    """Everything a launch can check without the models and without decoding: the run folder, the base
-    model, the data lists (each line parsed, each field typed, each file present). Reads only; ``roots``
-    confines the files the data lists name."""
+    """Everything a launch can check without the models and without decoding: the training packages, the
+    run folder, the base model, the data lists (each line parsed, each field typed, each file present).
+    Reads only; ``roots`` confines the files the data lists name."""
+    check_training_packages()
     check_output_dir(config, resume)
     check_pretrained(config.pretrained)
     sources = read_sources(config.video_manifest, config.image_manifest, config.label_folder, roots)
