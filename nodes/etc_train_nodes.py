@@ -39,7 +39,7 @@ RUN_INPUTS = (
     Input("lr", "FLOAT", "AdamW learning rate, constant over the run",
           {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-5}),
     Input("batch_size", "INT", "grids per step on each device", {"default": 1, "min": 1, "max": 1024}),
-    Input("gradient_accumulation_steps", "INT", "batches summed before each optimizer step (1: none)",
+    Input("gradient_accumulation_steps", "INT", "batches whose gradients make one optimizer step (1: one batch a step)",
           {"default": 1, "min": 1, "max": 1024}),
     Input("max_steps", "INT", "optimizer steps of the whole run, counted across resumes (the paper: 15000 "
           "at batch 48)", {"default": 15000, "min": 1, "max": 10**7}),
