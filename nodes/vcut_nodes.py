@@ -49,8 +49,8 @@ class VCUTPatchSVD:
 
 @node(NodeSpec(
     "VCUTGuidanceCutoff", "VCUT Guidance Cutoff", CATEGORY,
-    "VCUT eq. 4: classifier-free guidance only in the first c sampler steps; from step c on, one UNet pass "
-    "per step with the mean of the cond and uncond image context, nearly halving the cost of those steps.",
+    "VCUT eq. 4: classifier-free guidance only in the first c sampler steps; from step c on, each model call "
+    "is one UNet pass instead of two (cond and uncond), with the mean of their image contexts.",
     "patch",
     inputs=(MODEL, Input("cutoff_step", "INT", STEPS_TOOLTIP, {"default": 17, "min": 0, "max": 10000})),
     outputs=(Output("MODEL", "a clone of the model that samples with the cutoff; the input model is "
