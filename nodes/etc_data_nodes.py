@@ -7,32 +7,34 @@ import os
 from ..etc_core.data.manifest import read_manifest
 from ..etc_core.data.video_filter import check_filter_output, filter_videos
 from ..etc_core.train.vae import SAFE_LOAD
+from .node_spec import Input, NodeSpec, Output, mappings, node
 from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path
 from .widgets import ETC_CATEGORY as CATEGORY
 
 
+@node(NodeSpec(
+    "ETCVideoFilter", "ETC Video Filter (CLIP score)", CATEGORY,
+    "ETC eq. 5: scores every caption-video pair by CLIP (the mean over sampled frames of the scaled cosine "
+    "similarity of frame and caption) and keeps the top alpha fraction; scores are saved as they come, so a "
+    "second run resumes.",
+    "run",
+    inputs=(
+        Input("manifest", "STRING", "JSONL of {\"video\": path, \"caption\": text}, or a folder of videos with "
+              "same-name .txt captions, under input/ or models/", {"default": ""}),
+        Input("output", "STRING", "kept JSONL under ComfyUI's output/; scores go to <output>.scores.jsonl",
+              {"default": "etc_data/kept.jsonl"}),
+        Input("alpha", "FLOAT", "fraction of the readable caption-video pairs to keep (rounded up), 0.001-1; "
+              "unreadable videos are left out",
+              {"default": 0.3, "min": 0.001, "max": 1.0, "step": 0.01}),
+        Input("clip", lambda: sorted(clip_folders()), "CLIP folder (transformers format, config.json inside) in "
+              "models/clip_vision or models/clip"),
+        Input("frames", "INT", "frames sampled evenly from each video for its score, 1-64",
+              {"default": 8, "min": 1, "max": 64})),
+    outputs=(Output("STRING", "the kept JSONL's path under output/ (best pairs first); the trainer reads data "
+                    "from input/ or models/: copy it there", "kept_manifest"),
+             Output("INT", "how many caption-video pairs were kept", "kept")),
+    output_node=True, experimental=True))
 class ETCVideoFilter:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "manifest": ("STRING", {"default": "", "tooltip": "JSONL of {\"video\": path, \"caption\": text}, or a "
-                                    "folder of videos with same-name .txt captions, under input/ or models/"}),
-            "output": ("STRING", {"default": "etc_data/kept.jsonl", "tooltip": "kept JSONL under ComfyUI's output/; "
-                                  "scores go to <output>.scores.jsonl"}),
-            "alpha": ("FLOAT", {"default": 0.3, "min": 0.001, "max": 1.0, "step": 0.01,
-                                "tooltip": "fraction of the readable videos to keep"}),
-            "clip": (sorted(clip_folders()), {"tooltip": "CLIP folder (transformers format, config.json inside) in "
-                                              "models/clip_vision or models/clip"}),
-            "frames": ("INT", {"default": 8, "min": 1, "max": 64}),
-        }}
-
-    RETURN_TYPES = ("STRING", "INT")
-    RETURN_NAMES = ("kept_manifest", "kept")
-    OUTPUT_NODE = True
-    FUNCTION = "run"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "ETC eq. 5: CLIP score per caption-video pair, keep the top alpha fraction (resumable)."
-
     def run(self, manifest, output, alpha, clip, frames):
         import comfy.utils
         from transformers import CLIPModel, CLIPProcessor
@@ -50,5 +52,4 @@ class ETCVideoFilter:
         return {"ui": {"text": [f"kept {len(kept)} of {len(entries)}"]}, "result": (output, len(kept))}
 
 
-NODE_CLASS_MAPPINGS = {"ETCVideoFilter": ETCVideoFilter}
-NODE_DISPLAY_NAME_MAPPINGS = {"ETCVideoFilter": "ETC Video Filter (CLIP score)"}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(ETCVideoFilter)

@@ -1,4 +1,5 @@
 """ComfyUI nodes for ETC (category video/ETC): thin adapters over etc_core."""
+import dataclasses
 import os
 
 import torch
@@ -10,6 +11,7 @@ from ..etc_core.files.messages import quote
 from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
 from ..etc_core.unet_check import check_image_unet
 from .comfy_versions import attention_kind, compute_element_bytes, free_memory, module_to_patch
+from .node_spec import Input, NodeSpec, Output, mappings, node
 from .widgets import ETC_CATEGORY as CATEGORY, FPS, FRAMES, LAYOUT, STRENGTH, THETA
 
 UNTRAINED = "untrained (zero init, no-op)"
@@ -94,20 +96,26 @@ def patch_fps(model, fps, fps_weights):
     return patched
 
 
+FRAME_WIDTH = Input("frame_width", "INT", "width of one frame in pixels, a multiple of 8 (one latent pixel is 8x8)",
+                    {"default": 256, "min": 8, "max": 4096, "step": 8})
+FRAME_HEIGHT = Input("frame_height", "INT", "height of one frame in pixels, a multiple of 8",
+                     {"default": 256, "min": 8, "max": 4096, "step": 8})
+BATCH_SIZE = Input("batch_size", "INT", "videos made at once: one grid each", {"default": 1, "min": 1, "max": 64})
+MODEL = Input("model", "MODEL", "an SD 2.x (or 1.x) image UNet from Load Checkpoint or UNETLoader; video UNets "
+              "such as SVD are refused")
+GRID_LATENT = Output("LATENT", "one grid latent per video, carrying its frames and layout for the other ETC nodes")
+FPS_FILE = "an etc_fps.safetensors from models/etc (the trainer's export, for the UNet it was trained with)"
+
+
+@node(NodeSpec(
+    "ETCEmptyGridLatent", "ETC Empty Grid Latent", CATEGORY,
+    "An empty latent holding T frames packed into one grid (ETC eq. 1): rows x cols frames of "
+    "frame_height x frame_width pixels, for ETC Mixed Embedding and KSampler.",
+    "generate",
+    inputs=(FRAMES, FRAME_WIDTH, FRAME_HEIGHT, LAYOUT, BATCH_SIZE),
+    outputs=(dataclasses.replace(GRID_LATENT, tooltip="batch_size empty (zero) grid latents of rows*frame_height/8 "
+                                 "x cols*frame_width/8, 4 channels, carrying frames and layout"),)))
 class ETCEmptyGridLatent:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"frames": FRAMES,
-                             "frame_width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
-                             "frame_height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
-                             "layout": LAYOUT,
-                             "batch_size": ("INT", {"default": 1, "min": 1, "max": 64})}}
-
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "generate"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "An empty latent holding T frames packed into one grid (ETC eq. 1)."
-
     def generate(self, frames, frame_width, frame_height, layout, batch_size, node="ETCEmptyGridLatent"):
         grid = _grid_meta(frames, layout)
         check_frame_size(frame_width, frame_height)
@@ -117,16 +125,15 @@ class ETCEmptyGridLatent:
         return ({"samples": samples, "etc_grid": grid},)
 
 
+@node(NodeSpec(
+    "ETCGridPackLatent", "ETC Grid Pack (latent)", CATEGORY,
+    "Packs latent frames [B*T] (video after video) into B grid latents (ETC eq. 1), frame t at row t // cols, "
+    "column t % cols.",
+    "pack",
+    inputs=(Input("latent", "LATENT", "latent frames, a batch of B*T: T frames of the first video, then the "
+                  "next"), FRAMES, LAYOUT),
+    outputs=(GRID_LATENT,)))
 class ETCGridPackLatent:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"latent": ("LATENT",), "frames": FRAMES, "layout": LAYOUT}}
-
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "pack"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Latent frames [B*T] -> B grid latents."
-
     def pack(self, latent, frames, layout):
         grid = _grid_meta(frames, layout)
         samples = latent["samples"]
@@ -136,16 +143,14 @@ class ETCGridPackLatent:
         return ({"samples": pack(videos, grid["rows"], grid["cols"]), "etc_grid": grid},)
 
 
+@node(NodeSpec(
+    "ETCGridUnpackLatent", "ETC Grid Unpack (latent)", CATEGORY,
+    "Cuts B grid latents back into latent frames [B*T] (video after video), for VAE Decode.",
+    "unpack",
+    inputs=(Input("latent", "LATENT", "grid latents (e.g. from KSampler); their size must split into the layout"),
+            FRAMES, LAYOUT),
+    outputs=(Output("LATENT", "the frames as a latent batch of B*T, video after video"),)))
 class ETCGridUnpackLatent:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"latent": ("LATENT",), "frames": FRAMES, "layout": LAYOUT}}
-
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "unpack"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "B grid latents -> latent frames [B*T] (for VAEDecode)."
-
     def unpack(self, latent, frames, layout):
         grid = _grid_meta(frames, layout)
         check_grid_latent(latent, grid["rows"], grid["cols"])
@@ -153,16 +158,15 @@ class ETCGridUnpackLatent:
         return ({"samples": videos.reshape(-1, *videos.shape[2:])},)
 
 
+@node(NodeSpec(
+    "ETCGridPackImage", "ETC Grid Pack (image)", CATEGORY,
+    "Packs frames [B*T, h, w, 3] (video after video) into B grid images, e.g. to look at a video as one "
+    "picture or to encode it as ETC sees it.",
+    "pack",
+    inputs=(Input("image", "IMAGE", "frames, a batch of B*T images: T frames of the first video, then the next"),
+            FRAMES, LAYOUT),
+    outputs=(Output("IMAGE", "B grid images of rows*h x cols*w pixels"),)))
 class ETCGridPackImage:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "frames": FRAMES, "layout": LAYOUT}}
-
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "pack"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Frames [B*T, h, w, 3] -> B grid images."
-
     def pack(self, image, frames, layout):
         grid = _grid_meta(frames, layout)
         if image.shape[0] % frames:
@@ -171,37 +175,33 @@ class ETCGridPackImage:
         return (pack(videos, grid["rows"], grid["cols"]).movedim(1, -1),)
 
 
+@node(NodeSpec(
+    "ETCGridUnpackImage", "ETC Grid Unpack (image)", CATEGORY,
+    "Cuts B grid images into frames [B*T, h, w, 3] (video after video), for the video save nodes.",
+    "unpack",
+    inputs=(Input("image", "IMAGE", "grid images (e.g. VAE Decode of a grid latent); rows and cols must divide "
+                  "their height and width"), FRAMES, LAYOUT),
+    outputs=(Output("IMAGE", "the frames, a batch of B*T images, video after video"),)))
 class ETCGridUnpackImage:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "frames": FRAMES, "layout": LAYOUT}}
-
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "unpack"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "B grid images -> frames [B*T, h, w, 3] (for video save nodes)."
-
     def unpack(self, image, frames, layout):
         grid = _grid_meta(frames, layout)
         videos = unpack(image.movedim(-1, 1), grid["rows"], grid["cols"])
         return (videos.reshape(-1, *videos.shape[2:]).movedim(1, -1),)
 
 
+@node(NodeSpec(
+    "ETCMixedEmbedding", "ETC Mixed Embedding", CATEGORY,
+    "Adds ETC's spatial-temporal mixed embedding (eqs. 18, 19, 25) to the UNet's input on every call, so "
+    "spatial attention can tell where in its frame and in which frame each latent pixel is.",
+    "patch",
+    inputs=(MODEL, FRAMES, LAYOUT, THETA, STRENGTH,
+            # Required: the patched MODEL never sees the latent's grid metadata, so a
+            # 4x4 grid sampled as 2x8 could only be caught here.
+            Input("latent", "LATENT", "the grid latent the sampler gets: checked against frames and layout, and "
+                  "its size against free memory")),
+    outputs=(Output("MODEL", "a clone of the model that adds strength x ME to the UNet's input; the input "
+                    "model is unchanged"),)))
 class ETCMixedEmbedding:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",), "frames": FRAMES, "layout": LAYOUT,
-                             "theta": THETA, "strength": STRENGTH,
-                             # Required: the patched MODEL never sees the latent's grid metadata, so a
-                             # 4x4 grid sampled as 2x8 could only be caught here.
-                             "latent": ("LATENT", {"tooltip": "the grid latent the sampler gets: checked against "
-                                                   "frames and layout"})}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "Adds ETC's spatial-temporal mixed embedding to the UNet input on every call."
-
     def patch(self, model, frames, layout, theta, strength, latent):
         check_sd_unet(model, "ETCMixedEmbedding")
         rows, cols = parse_layout(frames, layout)
@@ -211,48 +211,55 @@ class ETCMixedEmbedding:
         return (patch_mixed_embedding(model, frames, layout, theta, strength),)
 
 
+@node(NodeSpec(
+    "ETCFPSConditioning", "ETC FPS Conditioning", CATEGORY,
+    "ETC FPS embedding (section 4.2): the frame rate goes through the UNet's own timestep embedder and a "
+    "trained MLP, added to the time embedding; the untrained module adds exactly zero.",
+    "patch",
+    inputs=(MODEL, FPS, Input("fps_weights", lambda: [UNTRAINED] + _fps_files(),
+                                     f"the FPS module: '{UNTRAINED}' or {FPS_FILE}")),
+    outputs=(Output("MODEL", "a clone of the model whose time embedding adds the FPS branch; the input model "
+                    "is unchanged"),)))
 class ETCFPSConditioning:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"model": ("MODEL",),
-                             "fps": FPS,
-                             "fps_weights": ([UNTRAINED] + _fps_files(),)}}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "ETC FPS embedding: fps through the UNet's own timestep embedder plus a trained MLP."
-
     def patch(self, model, fps, fps_weights):
         check_sd_unet(model, "ETCFPSConditioning")  # an untrained FPS module on SVD would be a silent no-op
         return (patch_fps(model, fps, fps_weights),)
 
 
+def _samplers():
+    import comfy.samplers
+    return comfy.samplers.KSampler.SAMPLERS
+
+
+def _schedulers():
+    import comfy.samplers
+    return comfy.samplers.KSampler.SCHEDULERS
+
+
+@node(NodeSpec(
+    "ETCSampler", "ETC Sampler (text-to-video)", CATEGORY,
+    "ETC text-to-video in one node: an empty grid latent, the mixed embedding and the FPS branch, sampled by "
+    "ComfyUI's KSampler and decoded to frames.",
+    "sample",
+    inputs=(
+        MODEL, Input("positive", "CONDITIONING", "what the video shows (CLIP Text Encode of the prompt)"),
+        Input("negative", "CONDITIONING", "what to steer away from (an empty prompt is fine)"),
+        Input("vae", "VAE", "the VAE that decodes the frames (the checkpoint's)"),
+        FRAMES, LAYOUT, FRAME_WIDTH, FRAME_HEIGHT, BATCH_SIZE,
+        Input("seed", "INT", "noise seed: the same seed and settings give the same video",
+              {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+        Input("steps", "INT", "sampler steps, as in KSampler", {"default": 25, "min": 1, "max": 10000}),
+        Input("cfg", "FLOAT", "classifier-free guidance scale, as in KSampler (1: no guidance)",
+              {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1}),
+        Input("sampler_name", _samplers, "ComfyUI's sampler, as in KSampler"),
+        Input("scheduler", _schedulers, "ComfyUI's noise schedule, as in KSampler"),
+        THETA, dataclasses.replace(STRENGTH, name="me_strength"), dataclasses.replace(FPS, tooltip=FPS.tooltip + (
+            " or with fps_weights 'none'")),
+        Input("fps_weights", lambda: [NONE, UNTRAINED] + _fps_files(),
+              f"'{NONE}': no FPS branch; '{UNTRAINED}'; or {FPS_FILE}")),
+    outputs=(Output("IMAGE", "the decoded frames, batch_size x frames images, video after video", "frames"),
+             Output("LATENT", "the sampled grid latent (ETC Grid Unpack gives its frames)", "grid_latent"))))
 class ETCSampler:
-    @classmethod
-    def INPUT_TYPES(cls):
-        import comfy.samplers
-        return {"required": {
-            "model": ("MODEL",), "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "vae": ("VAE",),
-            "frames": FRAMES, "layout": LAYOUT,
-            "frame_width": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
-            "frame_height": ("INT", {"default": 256, "min": 8, "max": 4096, "step": 8}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
-            "steps": ("INT", {"default": 25, "min": 1, "max": 10000}),
-            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS,),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
-            "theta": THETA, "me_strength": STRENGTH, "fps": FPS,
-            "fps_weights": ([NONE, UNTRAINED] + _fps_files(),),
-        }}
-
-    RETURN_TYPES = ("IMAGE", "LATENT")
-    RETURN_NAMES = ("frames", "grid_latent")
-    FUNCTION = "sample"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "ETC text-to-video: grid latent + mixed embedding + FPS, sampled by ComfyUI's KSampler."
-
     def sample(self, model, positive, negative, vae, frames, layout, frame_width, frame_height, batch_size, seed,
                steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights):
         import nodes as comfy_nodes
@@ -271,15 +278,6 @@ class ETCSampler:
         return (images.reshape(-1, *images.shape[-3:]), latent)
 
 
-NODE_CLASS_MAPPINGS = {
-    "ETCEmptyGridLatent": ETCEmptyGridLatent, "ETCGridPackLatent": ETCGridPackLatent,
-    "ETCGridUnpackLatent": ETCGridUnpackLatent, "ETCGridPackImage": ETCGridPackImage,
-    "ETCGridUnpackImage": ETCGridUnpackImage, "ETCMixedEmbedding": ETCMixedEmbedding,
-    "ETCFPSConditioning": ETCFPSConditioning, "ETCSampler": ETCSampler,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "ETCEmptyGridLatent": "ETC Empty Grid Latent", "ETCGridPackLatent": "ETC Grid Pack (latent)",
-    "ETCGridUnpackLatent": "ETC Grid Unpack (latent)", "ETCGridPackImage": "ETC Grid Pack (image)",
-    "ETCGridUnpackImage": "ETC Grid Unpack (image)", "ETCMixedEmbedding": "ETC Mixed Embedding",
-    "ETCFPSConditioning": "ETC FPS Conditioning", "ETCSampler": "ETC Sampler (text-to-video)",
-}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(
+    ETCEmptyGridLatent, ETCGridPackLatent, ETCGridUnpackLatent, ETCGridPackImage, ETCGridUnpackImage,
+    ETCMixedEmbedding, ETCFPSConditioning, ETCSampler)

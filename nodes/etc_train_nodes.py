@@ -5,6 +5,7 @@
 line for a terminal (several GPUs, several machines, DeepSpeed). Neither starts a process.
 Paths follow nodes/paths.py: the base model by name, data under input/ or models/, the run under output/.
 """
+import dataclasses
 import logging
 import time
 
@@ -13,46 +14,56 @@ import torch
 from ..etc_core.files.loss_curve import loss_curve_image
 from ..etc_core.train import ETCTrainer as Trainer, TrainConfig
 from ..etc_core.train.launch_line import launch_line, write_launch_config
+from .node_spec import Input, NodeSpec, Output, mappings, node
 from .paths import allowed_roots, input_path, output_path, pretrained_path, pretrained_choices
 from .widgets import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
 DATA = "a JSONL manifest or a folder of {0}s with same-name .txt captions, under ComfyUI's input/ or models/"
 PREVIEW_EVERY_S = 1.0  # drawing the curve costs tens of ms: at most once a second, and at the last step
 
 
-def run_inputs() -> dict:
-    """The inputs that define a run, shared by both nodes."""
-    return {"required": {
-        "pretrained": (pretrained_choices(), {"tooltip": "SD 2.x checkpoint (models/checkpoints, one .safetensors "
-                                              "file) or diffusers folder (models/diffusers)"}),
-        "output_dir": ("STRING", {"default": "etc_runs/run1", "tooltip": "run folder under ComfyUI's output/: "
-                                  "checkpoints, config and final export"}),
-        "video_manifest": ("STRING", {"default": "", "tooltip": DATA.format("video")}),
-        "image_manifest": ("STRING", {"default": "", "tooltip": DATA.format("image")}),
-        "label_folder": ("STRING", {"default": "", "tooltip": "folder of <label>/ image folders under input/ "
-                                    "or models/"}),
-        "frames": FRAMES, "layout": LAYOUT,
-        "resolution": ("INT", {"default": 256, "min": 8, "max": 2048, "step": 8}),
-        "lr": ("FLOAT", {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-5}),
-        "batch_size": ("INT", {"default": 1, "min": 1, "max": 1024}),
-        "gradient_accumulation_steps": ("INT", {"default": 1, "min": 1, "max": 1024}),
-        "max_steps": ("INT", {"default": 15000, "min": 1, "max": 10**7}),
-        "checkpoint_every": ("INT", {"default": 500, "min": 1, "max": 10**7}),
-        "mixed_precision": (["no", "bf16", "fp16"],),
-        "gradient_checkpointing": ("BOOLEAN", {"default": True}),
-        "seed": ("INT", {"default": 0, "min": 0, "max": 2**31}),
-        "resume": ("BOOLEAN", {"default": False, "tooltip": "continue the run already in output_dir"}),
-    }, "optional": {
-        "skip_unreadable": ("BOOLEAN", {"default": True, "tooltip": "leave out videos and images that cannot be "
-                                        "read (named in the node's text, the server log and the run folder's "
-                                        "skipped_files.txt); off: refuse the run"}),
-        "lora_rank": ("INT", {"default": 0, "min": 0, "max": 1024, "tooltip": "0: full fine-tune; > 0: train "
-                              "LoRA adapters of this rank (exported for LoraLoaderModelOnly) and the FPS module"}),
-        "lora_alpha": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 4096.0, "step": 1.0,
-                                 "tooltip": "LoRA scale alpha / rank; 0: alpha = rank"}),
-        "caption_dropout": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.99, "step": 0.01,
-                                      "tooltip": "share of samples trained with the empty caption, so that "
-                                      "CFG with an empty negative prompt has a trained unconditional model"}),
-    }}
+# The inputs that define a run, shared by both nodes (required ones, then the optional ones).
+RUN_INPUTS = (
+    Input("pretrained", pretrained_choices, "SD 2.x checkpoint (models/checkpoints, one .safetensors file) or "
+          "diffusers folder (models/diffusers) to fine-tune"),
+    Input("output_dir", "STRING", "run folder under ComfyUI's output/: checkpoints, config and final export",
+          {"default": "etc_runs/run1"}),
+    Input("video_manifest", "STRING", "caption-video pairs: " + DATA.format("video") + "; empty: none",
+          {"default": ""}),
+    Input("image_manifest", "STRING", "caption-image pairs: " + DATA.format("image") + "; empty: none",
+          {"default": ""}),
+    Input("label_folder", "STRING", "label-image pairs: a folder of <label>/ image folders under input/ or "
+          "models/; empty: none (at least one of the three data inputs is needed)", {"default": ""}),
+    dataclasses.replace(FRAMES, tooltip="frames per training grid (T), 1-1024"), LAYOUT,
+    Input("resolution", "INT", "side of each (square, center-cropped) frame in pixels, a multiple of 8",
+          {"default": 256, "min": 8, "max": 2048, "step": 8}),
+    Input("lr", "FLOAT", "AdamW learning rate, constant over the run",
+          {"default": 1e-4, "min": 1e-7, "max": 1.0, "step": 1e-5}),
+    Input("batch_size", "INT", "grids per step on each device", {"default": 1, "min": 1, "max": 1024}),
+    Input("gradient_accumulation_steps", "INT", "batches whose gradients make one optimizer step (1: one batch a step)",
+          {"default": 1, "min": 1, "max": 1024}),
+    Input("max_steps", "INT", "optimizer steps of the whole run, counted across resumes (the paper: 15000 "
+          "at batch 48)", {"default": 15000, "min": 1, "max": 10**7}),
+    Input("checkpoint_every", "INT", "steps between checkpoints in output_dir (one is also written when the "
+          "run is cancelled)", {"default": 500, "min": 1, "max": 10**7}),
+    Input("mixed_precision", lambda: ["no", "bf16", "fp16"], "no: fp32; bf16 or fp16: mixed precision through "
+          "accelerate (less memory, faster where the device supports it)"),
+    Input("gradient_checkpointing", "BOOLEAN", "recompute the UNet's activations in the backward pass: less "
+          "memory, slower steps", {"default": True}),
+    Input("seed", "INT", "seed of the data order, noise, timesteps and new weights' init: the same "
+          "seed and data give the same run", {"default": 0, "min": 0, "max": 2**31}),
+    Input("resume", "BOOLEAN", "continue the run in output_dir from its last checkpoint (same inputs but "
+          "max_steps and checkpoint_every); off: output_dir must hold no checkpoints", {"default": False}),
+    Input("skip_unreadable", "BOOLEAN", "leave out videos and images that cannot be read (named in the node's "
+          "text, the server log and the run folder's skipped_files.txt); off: refuse the run", {"default": True},
+          optional=True),
+    Input("lora_rank", "INT", "0: full fine-tune; > 0: train LoRA adapters of this rank (exported for "
+          "LoraLoaderModelOnly) and the FPS module", {"default": 0, "min": 0, "max": 1024}, optional=True),
+    Input("lora_alpha", "FLOAT", "LoRA scale alpha / rank; 0: alpha = rank",
+          {"default": 0.0, "min": 0.0, "max": 4096.0, "step": 1.0}, optional=True),
+    Input("caption_dropout", "FLOAT", "share of samples trained with the empty caption, 0-0.99, so that CFG "
+          "with an empty negative prompt has a trained unconditional model",
+          {"default": 0.0, "min": 0.0, "max": 0.99, "step": 0.01}, optional=True),
+)
 
 
 def run_values(config: dict) -> dict:
@@ -102,19 +113,21 @@ class _Progress:
         self.console.close()
 
 
+@node(NodeSpec(
+    "ETCTrainer", "ETC Trainer", CATEGORY,
+    "ETC fine-tuning (section 4.2) in the ComfyUI process, on one device: the UNet learns grids of frames "
+    "with the mixed embedding, plus the FPS module, from caption-video, caption-image and label-image data. "
+    "Cancel stops at the next step with a checkpoint, and resume continues it. Several GPUs: ETC Train Command.",
+    "train",
+    inputs=RUN_INPUTS,
+    outputs=(Output("STRING", "the export folder (output_dir/final): etc_unet_comfyui.safetensors for "
+                    "models/unet (LoRA runs: etc_lora_comfyui.safetensors for models/loras) and "
+                    "etc_fps.safetensors for models/etc",
+                    "checkpoint"),
+             Output("IMAGE", "the training loss per step, drawn as a curve", "loss_curve"),
+             Output("LOSS_MAP", "{'loss': [the loss of each step]}, for core's Plot Loss Graph", "loss_map")),
+    output_node=True, experimental=True))
 class ETCTrainer:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return run_inputs()
-
-    RETURN_TYPES = ("STRING", "IMAGE", "LOSS_MAP")
-    RETURN_NAMES = ("checkpoint", "loss_curve", "loss_map")
-    OUTPUT_NODE = True
-    FUNCTION = "train"
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("ETC fine-tuning in the ComfyUI process (one device); Cancel stops at the next step with a "
-                   "checkpoint, and resume continues it. Several GPUs: ETCTrainCommand.")
-
     def train(self, resume, **config):
         import comfy.model_management
         values, roots = run_values(config), allowed_roots()
@@ -148,26 +161,20 @@ class ETCTrainer:
         return {"ui": {"text": text}, "result": (folder, curve, {"loss": losses})}
 
 
+@node(NodeSpec(
+    "ETCTrainCommand", "ETC Train Command (multi-GPU)", CATEGORY,
+    "Checks the run, writes its config into the run folder and returns the accelerate launch line to paste "
+    "into a terminal (several GPUs, DeepSpeed). It runs nothing itself.",
+    "command",
+    inputs=RUN_INPUTS + (
+        Input("num_processes", "INT", "GPUs on the machine that runs the line (one process each)",
+              {"default": 8, "min": 1, "max": 1024}),
+        Input("deepspeed", "BOOLEAN", "DeepSpeed ZeRO-2 with CPU optimizer offload (the pack's "
+              "etc_core/configs/accelerate_deepspeed_zero2.yaml; bf16)", {"default": False})),
+    outputs=(Output("STRING", "the shell line to run in a terminal on this machine: cd into the pack, then "
+                    "accelerate launch with the config's path and checksum", "command"),),
+    output_node=True, experimental=True))
 class ETCTrainCommand:
-    @classmethod
-    def INPUT_TYPES(cls):
-        inputs = run_inputs()
-        inputs["required"].update({
-            "num_processes": ("INT", {"default": 8, "min": 1, "max": 1024, "tooltip": "GPUs on the machine that "
-                                      "runs the line"}),
-            "deepspeed": ("BOOLEAN", {"default": False, "tooltip": "DeepSpeed ZeRO-2 with CPU optimizer offload "
-                                      "(the pack's etc_core/configs/accelerate_deepspeed_zero2.yaml; bf16)"}),
-        })
-        return inputs
-
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("command",)
-    OUTPUT_NODE = True
-    FUNCTION = "command"
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Checks the run, writes its config into the run folder and returns the accelerate launch line "
-                   "to paste into a terminal (several GPUs, DeepSpeed). It runs nothing itself.")
-
     def command(self, resume, num_processes, deepspeed, **config):
         values = run_values(config)
         path, digest = write_launch_config(values, resume, allowed_roots())
@@ -176,5 +183,4 @@ class ETCTrainCommand:
         return {"ui": {"text": [line]}, "result": (line,)}
 
 
-NODE_CLASS_MAPPINGS = {"ETCTrainer": ETCTrainer, "ETCTrainCommand": ETCTrainCommand}
-NODE_DISPLAY_NAME_MAPPINGS = {"ETCTrainer": "ETC Trainer", "ETCTrainCommand": "ETC Train Command (multi-GPU)"}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(ETCTrainer, ETCTrainCommand)

@@ -3,32 +3,34 @@ import logging
 
 from ..vcut_core import SCA_MODES, TCA_MODES, describe_plan, find_cross_attentions, kept_sites, plan_replacements
 from .comfy_versions import install_guidance_cutoff, module_to_patch
+from .node_spec import Input, NodeSpec, Output, mappings, node
 
 CATEGORY = "video/VCUT"
-STEPS_TOOLTIP = ("steps 0..c-1 use guidance; from step c on, one UNet pass per model call. A step is one "
-                 "iteration of the sampler (its progress bar), found by a dry run of the sampler on the schedule. "
-                 "Where the steps cannot be known (dpm_adaptive, whose steps depend on the model's output, and "
-                 "samplers from other packs that are not ComfyUI KSAMPLERs) guidance stays on for every step.")
+STEPS_TOOLTIP = ("c: steps 0..c-1 use guidance (0: none; the step count or more: all); from step c on, one UNet "
+                 "pass per model call. A step is one iteration of the sampler (its progress bar), found by a "
+                 "dry run of the sampler on the schedule. Where the steps cannot be known (dpm_adaptive, whose "
+                 "steps depend on the model's output, and samplers from other packs that are not ComfyUI "
+                 "KSAMPLERs) guidance stays on for every step.")
 
 
+MODEL = Input("model", "MODEL", "SVD, SVD-XT, SV3D or Stable Zero123 (e.g. from Image Only Checkpoint Loader): "
+              "models whose cross-attention sees one CLIP image token; others are refused")
+
+
+@node(NodeSpec(
+    "VCUTPatchSVD", "VCUT Patch SVD (cached cross-attention)", CATEGORY,
+    "VCUT: SVD's cross-attentions attend to one CLIP image token, so each is a linear map of that token: "
+    "computed once per run and cached (exact), or dropped (temporal, as in the paper; not exact).",
+    "patch",
+    inputs=(MODEL,
+            Input("sca_mode", lambda: list(SCA_MODES), "spatial cross-attention: linear = exact cached "
+                  "projection (the paper); keep = unchanged", {"default": "linear"}),
+            Input("tca_mode", lambda: list(TCA_MODES), "temporal cross-attention: drop = removed, as in the paper "
+                  "(not exact: the video can differ); linear = exact cached projection; keep = unchanged",
+                  {"default": "drop"})),
+    outputs=(Output("MODEL", "a clone of the model with the cross-attentions replaced; the input model is "
+                    "unchanged"),)))
 class VCUTPatchSVD:
-    """Exact cached linear projection for SVD's one-token cross-attentions; optional TCA drop."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL",),
-            "sca_mode": (list(SCA_MODES), {"default": "linear",
-                                           "tooltip": "linear: exact cached projection; keep: unchanged"}),
-            "tca_mode": (list(TCA_MODES), {"default": "drop",
-                                           "tooltip": "drop: the paper (adds nothing); linear: exact; keep"}),
-        }}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "VCUT: replace SVD's spatial/temporal cross-attention by a cached projection of the CLIP token."
-
     def patch(self, model, sca_mode, tca_mode):
         patched = model.clone()
         unet = patched.model.diffusion_model
@@ -45,26 +47,18 @@ class VCUTPatchSVD:
         return (patched,)
 
 
+@node(NodeSpec(
+    "VCUTGuidanceCutoff", "VCUT Guidance Cutoff", CATEGORY,
+    "VCUT eq. 4: classifier-free guidance only in the first c sampler steps; from step c on, each model call "
+    "is one UNet pass instead of two (cond and uncond), with the mean of their image contexts.",
+    "patch",
+    inputs=(MODEL, Input("cutoff_step", "INT", STEPS_TOOLTIP, {"default": 17, "min": 0, "max": 10000})),
+    outputs=(Output("MODEL", "a clone of the model that samples with the cutoff; the input model is "
+                    "unchanged"),)))
 class VCUTGuidanceCutoff:
-    """Classifier-free guidance only in the first c sampler steps (VCUT eq. 4)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL",),
-            "cutoff_step": ("INT", {"default": 17, "min": 0, "max": 10000, "tooltip": STEPS_TOOLTIP}),
-        }}
-
-    RETURN_TYPES = ("MODEL",)
-    FUNCTION = "patch"
-    CATEGORY = CATEGORY
-    DESCRIPTION = "VCUT guidance cutoff: one UNet pass per step from step c on, with averaged CLIP context."
-
     def patch(self, model, cutoff_step):
         find_cross_attentions(model.model.diffusion_model, model.model)  # refuses many-token models clearly
         return (install_guidance_cutoff(model.clone(), cutoff_step),)
 
 
-NODE_CLASS_MAPPINGS = {"VCUTPatchSVD": VCUTPatchSVD, "VCUTGuidanceCutoff": VCUTGuidanceCutoff}
-NODE_DISPLAY_NAME_MAPPINGS = {"VCUTPatchSVD": "VCUT Patch SVD (cached cross-attention)",
-                              "VCUTGuidanceCutoff": "VCUT Guidance Cutoff"}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(VCUTPatchSVD, VCUTGuidanceCutoff)

@@ -16,6 +16,7 @@ import os
 from ..etc_core.files.messages import quote
 from ..etc_core.files.safe_paths import check_no_nul
 from ..etc_core.files.video_io import EXTENSIONS, FORMATS, MAX_CRF, ImageFrames, write_gif, write_video
+from .node_spec import Input, NodeSpec, mappings, node
 from .widgets import ETC_CATEGORY as CATEGORY
 
 # A file name has at most 255 bytes on the usual file systems; the node adds "_00001_", the preview's
@@ -50,29 +51,25 @@ def _preview(frames, frame_rate: float, name: str) -> dict:
     return _entry(filename, subfolder, "temp")
 
 
+@node(NodeSpec(
+    "ETCSaveVideo", "ETC Save Video (MP4/WebM/WEBP)", CATEGORY,
+    "Writes the frames as H.264 MP4, VP9 WebM or animated WEBP with the prompt and workflow embedded (drop the "
+    "file on ComfyUI to get the graph back) and shows it on the node.",
+    "save",
+    inputs=(
+        Input("images", "IMAGE", "the frames in order; the whole batch becomes one video"),
+        Input("filename_prefix", "STRING", "file name under ComfyUI's output/, subfolders allowed ('ETC/video'); "
+              "a counter and the extension are added", {"default": "ETC/video"}),
+        Input("frame_rate", "FLOAT", "frames per second of the file, 0.1-240",
+              {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1}),
+        Input("format", lambda: list(FORMATS), "h264-mp4 plays everywhere; vp9-webm is smaller; webp is an "
+              "animated image (no audio)", {"default": FORMATS[0]}, optional=True),
+        Input("crf", "INT", "lower = better and bigger: H.264 0-51, VP9 0-63, WEBP 0-100 (quality = 100 - crf)",
+              {"default": 19, "min": 0, "max": max(MAX_CRF.values())}, optional=True),
+        Input("audio", "AUDIO", "optional soundtrack, cut to the video's length (MP4: AAC, WebM: Opus)",
+              optional=True)),
+    output_node=True, hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}))
 class ETCSaveVideo:
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ETC/video"}),
-                             "frame_rate": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 240.0, "step": 0.1})},
-                "optional": {
-                    "format": (list(FORMATS), {"default": FORMATS[0],
-                                               "tooltip": "h264-mp4 plays everywhere; vp9-webm is smaller; "
-                                                          "webp is an animated image (no audio)"}),
-                    "crf": ("INT", {"default": 19, "min": 0, "max": max(MAX_CRF.values()),
-                                    "tooltip": "lower = better and bigger: H.264 0-51, VP9 0-63, "
-                                               "WEBP quality = 100 - crf"}),
-                    "audio": ("AUDIO", {"tooltip": "optional soundtrack, cut to the video's length "
-                                                   "(MP4: AAC, WebM: Opus)"})},
-                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
-
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
-    FUNCTION = "save"
-    CATEGORY = CATEGORY
-    DESCRIPTION = ("Writes the frames as H.264 MP4, VP9 WebM or animated WEBP with the prompt and workflow "
-                   "embedded (drop the file on ComfyUI to get the graph back) and shows it on the node.")
-
     def save(self, images, filename_prefix, frame_rate, format=FORMATS[0], crf=19, audio=None, prompt=None,
              extra_pnginfo=None):
         import folder_paths
@@ -91,5 +88,4 @@ class ETCSaveVideo:
         return {"ui": {"images": entries, "animated": [True]}}
 
 
-NODE_CLASS_MAPPINGS = {"ETCSaveVideo": ETCSaveVideo}
-NODE_DISPLAY_NAME_MAPPINGS = {"ETCSaveVideo": "ETC Save Video (MP4/WebM/WEBP)"}
+NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(ETCSaveVideo)

@@ -1,8 +1,17 @@
-"""Node input specs that several nodes share, in one place: a setting looks and checks the same wherever
-it appears."""
+"""Node inputs that several nodes share, in one place: a setting looks, reads and checks the same wherever
+it appears (a node may give it its own tooltip with ``dataclasses.replace``)."""
+from .node_spec import Input
+
 ETC_CATEGORY = "video/ETC"
-FRAMES = ("INT", {"default": 16, "min": 1, "max": 1024})
-LAYOUT = ("STRING", {"default": "auto", "tooltip": "'auto' (most square) or RxC with R*C = frames, e.g. 2x4"})
-THETA = ("FLOAT", {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0})
-STRENGTH = ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})
-FPS = ("INT", {"default": 8, "min": 0, "max": 120, "tooltip": "0: frames of one label, 1-60: video, 120: still image"})
+FRAMES = Input("frames", "INT", "frames per video (T), 1-1024; the grid holds all T of them",
+               {"default": 16, "min": 1, "max": 1024})
+LAYOUT = Input("layout", "STRING", "'auto' (the most square rows x cols) or RxC with R*C = frames, e.g. 2x4; "
+               "frames fill the grid row by row", {"default": "auto"})
+THETA = Input("theta", "FLOAT", "base of the mixed embedding's sinusoids (ETC eqs. 18-19), much larger than the "
+              "grid; use the value the model was trained with (the trainer uses 10000)",
+              {"default": 10000.0, "min": 1.0, "max": 1e9, "step": 1.0})
+STRENGTH = Input("strength", "FLOAT", "scale of the mixed embedding added to the UNet's input: 1 as trained, "
+                 "0 switches it off (the paper's ablation), 0-10",
+                 {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})
+FPS = Input("fps", "INT", "frame rate the FPS embedding is told, 0-120: 0 frames of one label, 1-60 video, "
+            "120 one still image; no effect with the untrained module", {"default": 8, "min": 0, "max": 120})

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Kept out of the zip by .comfyignore (they stay in the repository).
 LEFT_OUT = ("tests", "dev", "scripts", "bench", "docs", ".ci")
 SHIPPED_FILES = ("__init__.py", "pyproject.toml", "LICENSE", "README.md", "requirements.txt")
-SHIPPED_FOLDERS = ("nodes", "etc_core", "vcut_core", "workflows", "example_workflows")
+SHIPPED_FOLDERS = ("nodes", "etc_core", "vcut_core", "workflows", "example_workflows", "web")
 CLI_TIMEOUT_S = 120
 
 # The project's pre-stop check (grep -E), with POSIX [:alnum:] spelled for Python; `.eval()` on a module is fine.
