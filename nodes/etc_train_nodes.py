@@ -16,7 +16,8 @@ from ..etc_core.train import ETCTrainer as Trainer, TrainConfig, check_launch
 from ..etc_core.train.launch_line import launch_line, write_launch_config
 from ..etc_core.train.memory_estimate import check_training_memory
 from .comfy_versions import free_memory
-from .paths import allowed_roots, input_path, output_path, pretrained_path, pretrained_choices, server_paths_hidden
+from .paths import (allowed_roots, input_path, output_path, pretrained_path, pretrained_choices, server_paths_hidden,
+                    without_server_paths)
 from .widgets import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
 DATA = "a JSONL manifest or a folder of {0}s with same-name .txt captions, under ComfyUI's input/ or models/"
 PREVIEW_EVERY_S = 1.0  # drawing the curve costs tens of ms: at most once a second, and at the last step
@@ -164,7 +165,7 @@ class ETCTrainer:
         del trainer
         comfy.model_management.soft_empty_cache()
         curve = torch.from_numpy(loss_curve_image(losses)).float().div(255).unsqueeze(0)
-        text = [f"{steps} steps -> {folder}"] + report
+        text = [without_server_paths(line) for line in [f"{steps} steps -> {folder}"] + report]
         return {"ui": {"text": text}, "result": (folder, curve, {"loss": losses})}
 
 

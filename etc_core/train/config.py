@@ -102,7 +102,7 @@ class TrainConfig:
     ema_decay: float = 0.0               # 0: off; else the exported weights are the EMA
     seed: int = 0
     skip_unreadable: bool = True         # False: refuse the run when a listed video or image cannot be read
-    max_frame_pixels: int = MAX_FRAME_PIXELS  # images and video frames above this (from their header) count as unreadable
+    max_frame_pixels: int = MAX_FRAME_PIXELS  # larger images and video frames (by their header) are unreadable
     lora_rank: int = 0                   # > 0: train LoRA adapters of this rank (and the FPS module), not the UNet
     lora_alpha: float = 0.0              # LoRA scale alpha / rank; 0: alpha = rank
 

@@ -28,7 +28,7 @@ from ..memory import check_grid_fits
 RESNET_SAVED = 8
 TRANSFORMER_SAVED = 28
 TRANSFORMER_WRAPPER = 3  # the Transformer2DModel's norm, proj_in and proj_out
-VAE_WORKING = 3  # tensors a no-grad VAE block holds at once
+VAE_WORKING = 4  # tensors a no-grad VAE block holds at once (its input, norm, SiLU and conv outputs)
 FLOAT = 4
 ADAMW_MOMENTS = 2
 LORA_TARGETS = ("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")

@@ -175,9 +175,9 @@ class ETCTrainer:
                               f"{self.accelerator.num_processes}; resume with the run's own launch "
                               f"(num_processes {processes})")
         if bool(state.get("deepspeed")) != self._deepspeed():
-            raise ConfigError(f"{os.path.basename(latest)} was written " + ("by a DeepSpeed run; resume it from a terminal with the "
-                              "run's own accelerate launch line" if state.get("deepspeed") else
-                              "without DeepSpeed; resume it without DeepSpeed"))
+            raise ConfigError(f"{os.path.basename(latest)} was written " + (
+                "by a DeepSpeed run; resume it from a terminal with the run's own accelerate launch line"
+                if state.get("deepspeed") else "without DeepSpeed; resume it without DeepSpeed"))
         if self._deepspeed():
             self.accelerator.load_state(latest)
         else:
