@@ -91,8 +91,8 @@ def test_trainer_errors_name_the_line_not_its_content(instance):
         f.write(json.dumps({"video": "a.mp4", "caption": "fine"}) + "\n")
         f.write('{"video": "b.mp4", ' + f'"secret": "{SECRET}", caption: 1}}\n')
     message, history = refusal(server, _trainer(video_manifest="bad.jsonl"))
-    assert re.fullmatch(rf"{bad} line 2: not JSON \(Expecting property name enclosed in double quotes at column \d+\)",
-                        message)
+    assert re.fullmatch(r"input/bad\.jsonl line 2: not JSON \(Expecting property name enclosed in double quotes at "
+                        r"column \d+\)", message)  # no server path
     assert SECRET not in history
 
 
