@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-from .grid import check_grid_shape
+from .grid import GridLayoutError, check_grid_shape
 
 
 def _mixed_embedding_f64(channels: int, rows: int, cols: int, h: int, w: int, theta: float) -> torch.Tensor:
@@ -45,20 +45,39 @@ class MixedEmbeddingInput(torch.nn.Module):
     The sampler's latent is never touched: ME is added to the conv's input (the
     noisy latent after the model's input scaling), once per UNet call. Extra
     input channels beyond the latent's (inpainting concat) get no embedding.
+    ``grid_size`` (height, width), when given, is the only latent size accepted: a latent of another size
+    is another grid (a 4x4 grid of the same frames is twice as high and wide as a 2x2 one), and its
+    embedding would silently be the wrong layout's.
     """
 
     def __init__(self, conv: torch.nn.Module, rows: int, cols: int, theta: float = 10000.0,
-                 strength: float = 1.0, latent_channels: int = 4):
+                 strength: float = 1.0, latent_channels: int = 4, grid_size=None):
         super().__init__()
         self.conv, self.rows, self.cols = conv, rows, cols
         self.theta, self.strength, self.latent_channels = float(theta), float(strength), latent_channels
+        self.grid_size = tuple(grid_size) if grid_size is not None else None
 
     @property
     def wrapped(self) -> torch.nn.Module:
         """The module this one wraps (every pack wrapper has ``wrapped``: a patch can be undone or replaced)."""
         return self.conv
 
+    def check_grid_size(self, size):
+        """Refuse a latent of another size than the one this embedding was set up for, naming both layouts."""
+        if self.grid_size is None or tuple(size) == self.grid_size:
+            return
+        height, width = self.grid_size
+        h, w = height // self.rows, width // self.cols
+        got = f"a {size[0]}x{size[1]} latent"
+        if size[0] % h == 0 and size[1] % w == 0:
+            got += f" (a {size[0] // h}x{size[1] // w} grid, {size[0] // h * size[1] // w} frames of that size)"
+        raise GridLayoutError(f"the mixed embedding was set up for a {self.rows}x{self.cols} grid of "
+                              f"{self.rows * self.cols} frames of {h}x{w} latent pixels ({height}x{width}), and "
+                              f"the sampler gives it {got}; connect the latent the sampler gets to "
+                              "ETCMixedEmbedding, with the frames and layout it was made with")
+
     def embedding_for(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_grid_size(x.shape[-2:])
         check_grid_shape(x.shape[-2:], self.rows, self.cols)
         height, width = x.shape[-2:]
         me = mixed_embedding(self.latent_channels, self.rows, self.cols, height // self.rows,

@@ -6,9 +6,10 @@ import os
 
 from ..etc_core.data.manifest import read_manifest
 from ..etc_core.data.video_filter import check_filter_output, filter_videos
+from ..etc_core.files.media_header import MAX_FRAME_PIXELS
 from ..etc_core.train.vae import SAFE_LOAD
 from .node_spec import Input, NodeSpec, Output, mappings, node
-from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path
+from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path, server_paths_hidden
 from .widgets import ETC_CATEGORY as CATEGORY
 
 
@@ -29,13 +30,20 @@ from .widgets import ETC_CATEGORY as CATEGORY
         Input("clip", lambda: sorted(clip_folders()), "CLIP folder (transformers format, config.json inside) in "
               "models/clip_vision or models/clip"),
         Input("frames", "INT", "frames sampled evenly from each video for its score, 1-64",
-              {"default": 8, "min": 1, "max": 64})),
+              {"default": 8, "min": 1, "max": 64}),
+        Input("max_frame_pixels", "INT", "videos whose frames have more pixels (read from the container, before "
+              "decoding) are left out, with the reason in <output>.scores.jsonl",
+              {"default": MAX_FRAME_PIXELS, "min": 64, "max": 2**40}, optional=True)),
     outputs=(Output("STRING", "the kept JSONL's path under output/ (best pairs first); the trainer reads data "
                     "from input/ or models/: copy it there", "kept_manifest"),
              Output("INT", "how many caption-video pairs were kept", "kept")),
     output_node=True, experimental=True))
 class ETCVideoFilter:
-    def run(self, manifest, output, alpha, clip, frames):
+    def run(self, manifest, output, alpha, clip, frames, max_frame_pixels=MAX_FRAME_PIXELS):
+        with server_paths_hidden():
+            return self._run(manifest, output, alpha, clip, frames, max_frame_pixels)
+
+    def _run(self, manifest, output, alpha, clip, frames, max_frame_pixels):
         import comfy.utils
         from transformers import CLIPModel, CLIPProcessor
         manifest = input_path(manifest, "manifest")
@@ -48,7 +56,7 @@ class ETCVideoFilter:
         os.makedirs(os.path.dirname(output), exist_ok=True)
         bar = comfy.utils.ProgressBar(len(entries))
         kept = filter_videos(entries, output, alpha, model, processor, frames,
-                             progress=lambda i, n: bar.update_absolute(i, n))
+                             progress=lambda i, n: bar.update_absolute(i, n), max_pixels=max_frame_pixels)
         return {"ui": {"text": [f"kept {len(kept)} of {len(entries)}"]}, "result": (output, len(kept))}
 
 

@@ -63,14 +63,14 @@ def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_
                         free_memory(), "for the decoded frames", batch_size)
 
 
-def patch_mixed_embedding(model, frames, layout, theta, strength):
-    """Clone of ``model`` whose first convolution sees ``x + strength * ME``."""
+def patch_mixed_embedding(model, frames, layout, theta, strength, grid_size):
+    """Clone of ``model`` whose first convolution sees ``x + strength * ME`` on latents of ``grid_size``."""
     rows, cols = parse_layout(frames, layout)
     patched = model.clone()
     name = "diffusion_model.input_blocks.0.0"
     latent_channels = getattr(model.model.latent_format, "latent_channels", 4)
     patched.add_object_patch(name, MixedEmbeddingInput(module_to_patch(patched, name), rows, cols, theta, strength,
-                                                       latent_channels))
+                                                       latent_channels, grid_size))
     return patched
 
 
@@ -208,7 +208,7 @@ class ETCMixedEmbedding:
         check_grid_latent(latent, rows, cols)
         batch, _, height, width = latent["samples"].shape
         check_sampling_memory("ETCMixedEmbedding", model, frames, width // cols * 8, height // rows * 8, batch)
-        return (patch_mixed_embedding(model, frames, layout, theta, strength),)
+        return (patch_mixed_embedding(model, frames, layout, theta, strength, (height, width)),)
 
 
 @node(NodeSpec(
@@ -268,7 +268,7 @@ class ETCSampler:
         check_frame_size(frame_width, frame_height)
         check_sampling_memory("ETCSampler", model, frames, frame_width, frame_height, batch_size, decode=True)
         (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size, "ETCSampler")
-        model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
+        model = patch_mixed_embedding(model, frames, layout, theta, me_strength, latent["samples"].shape[-2:])
         if fps_weights != NONE:
             model = patch_fps(model, fps, fps_weights)
         (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,

@@ -12,10 +12,14 @@ import time
 import torch
 
 from ..etc_core.files.loss_curve import loss_curve_image
-from ..etc_core.train import ETCTrainer as Trainer, TrainConfig
+from ..etc_core.files.media_header import MAX_FRAME_PIXELS
+from ..etc_core.train import ETCTrainer as Trainer, TrainConfig, check_launch
 from ..etc_core.train.launch_line import launch_line, write_launch_config
+from ..etc_core.train.memory_estimate import check_training_memory
+from .comfy_versions import free_memory
 from .node_spec import Input, NodeSpec, Output, mappings, node
-from .paths import allowed_roots, input_path, output_path, pretrained_path, pretrained_choices
+from .paths import (allowed_roots, input_path, output_path, pretrained_path, pretrained_choices, server_paths_hidden,
+                    without_server_paths)
 from .widgets import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
 DATA = "a JSONL manifest or a folder of {0}s with same-name .txt captions, under ComfyUI's input/ or models/"
 PREVIEW_EVERY_S = 1.0  # drawing the curve costs tens of ms: at most once a second, and at the last step
@@ -63,6 +67,16 @@ RUN_INPUTS = (
     Input("caption_dropout", "FLOAT", "share of samples trained with the empty caption, 0-0.99, so that CFG "
           "with an empty negative prompt has a trained unconditional model",
           {"default": 0.0, "min": 0.0, "max": 0.99, "step": 0.01}, optional=True),
+    Input("checkpoint_minutes", "FLOAT", "also write a checkpoint once this many minutes passed since the last "
+          "one, so a server restart loses at most this much; 0: off",
+          {"default": 5.0, "min": 0.0, "max": 10080.0, "step": 1.0}, optional=True),
+    Input("keep_checkpoints", "INT", "checkpoints kept in output_dir: the newest ones; older ones are deleted "
+          "after each write", {"default": 3, "min": 1, "max": 10**6}, optional=True),
+    Input("keep_every", "INT", "also keep every checkpoint whose step is a multiple of this; 0: off",
+          {"default": 0, "min": 0, "max": 10**7}, optional=True),
+    Input("max_frame_pixels", "INT", "images and video frames with more pixels (read from the file's header, "
+          "before decoding) count as unreadable (see skip_unreadable)",
+          {"default": MAX_FRAME_PIXELS, "min": 64, "max": 2**40}, optional=True),
 )
 
 
@@ -129,11 +143,18 @@ class _Progress:
     output_node=True, experimental=True))
 class ETCTrainer:
     def train(self, resume, **config):
+        with server_paths_hidden():
+            return self._train(resume, **config)
+
+    def _train(self, resume, **config):
         import comfy.model_management
         values, roots = run_values(config), allowed_roots()
-        write_launch_config(values, resume, roots)  # checked first; also what a terminal run would continue
+        check_launch(TrainConfig.from_dict(values), resume, roots)  # reads only
         comfy.model_management.unload_all_models()  # the run needs the device's memory
         comfy.model_management.soft_empty_cache()
+        device = comfy.model_management.get_torch_device()
+        check_training_memory("ETCTrainer", TrainConfig.from_dict(values), free_memory(device))
+        write_launch_config(values, resume, roots)  # also what a terminal run would continue
         report = []
 
         def log(line):
@@ -157,7 +178,7 @@ class ETCTrainer:
         del trainer
         comfy.model_management.soft_empty_cache()
         curve = torch.from_numpy(loss_curve_image(losses)).float().div(255).unsqueeze(0)
-        text = [f"{steps} steps -> {folder}"] + report
+        text = [without_server_paths(line) for line in [f"{steps} steps -> {folder}"] + report]
         return {"ui": {"text": text}, "result": (folder, curve, {"loss": losses})}
 
 
@@ -176,6 +197,10 @@ class ETCTrainer:
     output_node=True, experimental=True))
 class ETCTrainCommand:
     def command(self, resume, num_processes, deepspeed, **config):
+        with server_paths_hidden():
+            return self._command(resume, num_processes, deepspeed, **config)
+
+    def _command(self, resume, num_processes, deepspeed, **config):
         values = run_values(config)
         path, digest = write_launch_config(values, resume, allowed_roots())
         line = launch_line(path, digest, num_processes=num_processes, mixed_precision=values["mixed_precision"],

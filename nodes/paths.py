@@ -4,9 +4,10 @@ Data and models are read from input/ or models/ (every folder ComfyUI knows for 
 extra_model_paths.yaml is honoured: a key such as ``etc_vcut_data: /data/clips`` there adds a folder);
 runs and filter results are written under output/.
 """
+import contextlib
 import os
 
-from ..etc_core.files.safe_paths import PathRuleError, resolve_existing, resolve_new
+from ..etc_core.files.safe_paths import PathRuleError, is_inside, resolve_existing, resolve_new
 
 TRANSFORMERS_CLIP_TYPES = ("clip_vision", "clip")
 
@@ -34,6 +35,40 @@ def output_path(value: str, name: str) -> str:
     """A path under output/ (it need not exist)."""
     import folder_paths
     return resolve_new(value, name, {"output": [folder_paths.get_output_directory()]})
+
+
+def _named_folders() -> list:
+    """``[(folder, name)]``: ComfyUI's folders as errors name them, longest path first."""
+    import folder_paths
+    named = [(folder_paths.get_output_directory(), "output"), (folder_paths.get_input_directory(), "input"),
+             (folder_paths.get_temp_directory(), "temp"), (folder_paths.models_dir, "models")]
+    for key, (paths, _) in folder_paths.folder_names_and_paths.items():  # extra_model_paths.yaml folders
+        named += [(path, key) for path in paths if not any(is_inside(path, root) for root, _ in named[:4])]
+    named.append((folder_paths.base_path, "ComfyUI"))
+    forms = {(form.rstrip(os.sep), name) for folder, name in named
+             for form in (os.path.abspath(folder), os.path.realpath(folder))}
+    return sorted(forms, key=lambda pair: -len(pair[0]))
+
+
+def without_server_paths(text: str) -> str:
+    """``text`` with the server's folders named as a user knows them (``output/etc_runs/run1``), never by
+    their absolute paths."""
+    for folder, name in _named_folders():
+        text = text.replace(folder + os.sep, name + "/").replace(folder, name)
+    return text
+
+
+@contextlib.contextmanager
+def server_paths_hidden():
+    """Refusals raised inside name ComfyUI's folders, not the server's absolute paths."""
+    try:
+        yield
+    except (ValueError, OSError) as error:
+        text = without_server_paths(str(error))
+        if isinstance(error, OSError):  # its text comes from errno and filename, not args
+            raise OSError(text) from None
+        error.args = (text,)
+        raise
 
 
 def allowed_roots() -> list:

@@ -91,8 +91,8 @@ def test_trainer_errors_name_the_line_not_its_content(instance):
         f.write(json.dumps({"video": "a.mp4", "caption": "fine"}) + "\n")
         f.write('{"video": "b.mp4", ' + f'"secret": "{SECRET}", caption: 1}}\n')
     message, history = refusal(server, _trainer(video_manifest="bad.jsonl"))
-    assert re.fullmatch(rf"{bad} line 2: not JSON \(Expecting property name enclosed in double quotes at column \d+\)",
-                        message)
+    assert re.fullmatch(r"input/bad\.jsonl line 2: not JSON \(Expecting property name enclosed in double quotes at "
+                        r"column \d+\)", message)  # no server path
     assert SECRET not in history
 
 
@@ -102,7 +102,7 @@ def test_trainer_never_writes_into_a_folder_of_another_tool(instance):
     shutil.copytree(victim / "other_tool", foreign)
     before = tree_digest(*_folders(server, victim))
     message, _ = refusal(server, _trainer(output_dir="other_tool"))
-    assert message == (f"output_dir {foreign} is not empty and holds no run of this trainer (no run.json); "
+    assert message == ("output_dir output/other_tool is not empty and holds no run of this trainer (no run.json); "
                        "pick a new or empty output_dir")
     with pytest.raises(PromptError, match="pretrained"):  # a list of names: refused before it runs
         server.queue(_trainer(pretrained="diffusers/missing"))
@@ -114,11 +114,10 @@ def test_a_run_refused_as_a_different_run_keeps_its_files(instance):
     prompt with other settings is refused and leaves the first run's files, launch_config.json included."""
     server, victim = instance
     outputs = server.run(_trainer(output_dir="etc_runs/first"), timeout=900)
-    run = os.path.join(server.base, "output", "etc_runs", "first")
-    assert outputs["train"]["text"] == [f"2 steps -> {run}/final"]
+    assert outputs["train"]["text"] == ["2 steps -> output/etc_runs/first/final"]  # no server path
     before = tree_digest(*_folders(server, victim))
     message, _ = refusal(server, _trainer(output_dir="etc_runs/first", lr=5e-4))
-    assert message.startswith(f"output_dir {run} holds a different run")
+    assert message.startswith("output_dir output/etc_runs/first holds a different run")
     assert tree_digest(*_folders(server, victim)) == before
 
 
@@ -136,5 +135,6 @@ def test_training_errors_reach_the_node_as_one_line(instance):
         f.write("broken")
     message, _ = refusal(server, _trainer(video_manifest="clips_with_a_broken_one", skip_unreadable=False,
                                           output_dir="etc_runs/strict"), timeout=600)
-    assert message == (f"1 unreadable or uncaptioned files left out: {folder}/broken.mp4 (cannot open as a video); "
+    assert message == ("1 unreadable or uncaptioned files left out: input/clips_with_a_broken_one/broken.mp4 (cannot "
+                       "open as a video); "
                        "fix or remove them, or set skip_unreadable")

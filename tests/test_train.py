@@ -124,7 +124,7 @@ def test_output_dir_of_another_run_is_refused(setup, tmp_path):
     ETCTrainer(_config(setup, tmp_path)).train()
     with pytest.raises(ValueError, match="holds a different run"):
         ETCTrainer(_config(setup, tmp_path, lr=5e-4))
-    with pytest.raises(ValueError, match="pass --resume"):
+    with pytest.raises(ValueError, match="turn resume on"):
         ETCTrainer(_config(setup, tmp_path))
 
 

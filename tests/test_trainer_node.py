@@ -73,7 +73,7 @@ def test_the_node_trains_in_the_server_process_and_returns_export_curve_and_loss
     outputs, _, children, has_loss_graph = straight_run
     run = comfy_server.output_path("etc_runs", "straight")
     assert children == set()  # no accelerate, no torchrun, no worker
-    assert outputs["train"]["text"] == [f"{MAX_STEPS} steps -> {run}/final"]
+    assert outputs["train"]["text"] == [f"{MAX_STEPS} steps -> output/etc_runs/straight/final"]  # no server path
     curve = load_file(comfy_server.output_path("curve_straight.safetensors"))["image"]
     assert curve.shape == (1, 320, 640, 3) and curve.min() < 0.5  # a line was drawn
     losses = _final_state(run)["losses"]
@@ -123,7 +123,7 @@ def test_cancel_stops_with_a_checkpoint_the_queue_goes_on_and_resume_is_bit_equa
         "model.safetensors", "optimizer.safetensors", "rng_0.safetensors", "trainer_state.json"]
 
     outputs = comfy_server.run(trainer_graph(served_setup, "etc_runs/cancelled", resume=True), timeout=900)
-    assert outputs["train"]["text"] == [f"{MAX_STEPS} steps -> {run}/final"]
+    assert outputs["train"]["text"] == [f"{MAX_STEPS} steps -> output/etc_runs/cancelled/final"]
     straight = comfy_server.output_path("etc_runs", "straight")
     assert _final_state(run)["losses"] == _final_state(straight)["losses"]
     a, b = _export(straight), _export(run)
@@ -202,9 +202,9 @@ def test_files_left_out_are_named_in_the_node_text_the_server_log_and_the_run_fo
                           video_manifest="mostly_broken", image_manifest="", label_folder="", skip_unreadable=True)
     text = comfy_server.run(graph)["train"]["text"]
     broken = [os.path.join(clips, f"broken{index}.mp4") for index in range(1, 8)]
-    report = ("data: 7 unreadable or uncaptioned files left out: "
-              + ", ".join(f"{path} (cannot open as a video)" for path in broken))
-    assert text == [f"1 steps -> {comfy_server.output_path('etc_runs', 'mostly_broken')}/final", report]
-    assert report in comfy_server.log()
+    report = "data: 7 unreadable or uncaptioned files left out: {}"
+    assert text == ["1 steps -> output/etc_runs/mostly_broken/final", report.format(", ".join(  # no server path
+        f"input/mostly_broken/broken{index}.mp4 (cannot open as a video)" for index in range(1, 8)))]
+    assert report.format(", ".join(f"{path} (cannot open as a video)" for path in broken)) in comfy_server.log()
     with open(comfy_server.output_path("etc_runs", "mostly_broken", "skipped_files.txt")) as f:
         assert f.read() == "".join(f"{path}\tcannot open as a video\n" for path in broken)

@@ -9,6 +9,7 @@ folder (transformers format). Re-running resumes; a file the filter did not writ
 import argparse
 import sys
 
+from ..files.media_header import MAX_FRAME_PIXELS
 from .manifest import read_manifest
 from .video_filter import check_filter_output, filter_videos
 
@@ -20,6 +21,8 @@ def main(argv=None) -> int:
     parser.add_argument("--alpha", type=float, required=True, help="fraction to keep, in (0, 1]")
     parser.add_argument("--clip", required=True, help="local CLIP model folder (transformers format)")
     parser.add_argument("--frames", type=int, default=8, help="frames sampled per video")
+    parser.add_argument("--max-frame-pixels", type=int, default=MAX_FRAME_PIXELS, help="videos whose frames have "
+                        "more pixels (from the container's header) are left out, with the reason in the scores")
     args = parser.parse_args(argv)
     try:
         entries, _ = read_manifest(args.input, "video")
@@ -31,7 +34,8 @@ def main(argv=None) -> int:
     model = CLIPModel.from_pretrained(args.clip, local_files_only=True).eval()
     processor = CLIPProcessor.from_pretrained(args.clip, local_files_only=True)
     kept = filter_videos(entries, args.output, args.alpha, model, processor, args.frames,
-                         progress=lambda i, n: print(f"\rscored {i}/{n}", end="", file=sys.stderr))
+                         progress=lambda i, n: print(f"\rscored {i}/{n}", end="", file=sys.stderr),
+                         max_pixels=args.max_frame_pixels)
     print(f"\nkept {len(kept)} of {len(entries)} -> {args.output} (all scores: {args.output}.scores.jsonl)",
           file=sys.stderr)
     return 0

@@ -8,11 +8,13 @@ Every sample is a pure function of (seed, index), so a resumed run sees exactly 
 Every listed video and image is probed once, at the start: an unreadable one is left out (and named in
 the log) or refuses the run, so no run dies on a bad file halfway and no resume meets one.
 """
+import functools
 import os
 
 import numpy as np
 import torch
 
+from ..files.media_header import MAX_FRAME_PIXELS, image_too_large
 from .manifest import IMAGE_EXTENSIONS, check_inside, read_manifest
 from .video_frames import VideoReadError, opened_video, read_frames
 
@@ -55,28 +57,36 @@ def frames_to_tensor(frames) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2)  # [T, 3, H, W] in [-1, 1]
 
 
-def _read_image(path):
+def _read_image(path, max_pixels: int = MAX_FRAME_PIXELS):
     import cv2
+    reason = image_too_large(path, max_pixels)  # the file may have changed since the probe
+    if reason:
+        raise DataError(f"cannot read image {path}: {reason}")
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise DataError(f"cannot read image {path}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def probe_image(path: str):
-    """None when ``path`` decodes as an image, else why not."""
+def probe_image(path: str, max_pixels: int = MAX_FRAME_PIXELS):
+    """None when ``path`` decodes as an image of at most ``max_pixels``, else why not (the size is read
+    from the header, before decoding)."""
     import cv2
     if not os.path.isfile(path):
         return "missing"
+    reason = image_too_large(path, max_pixels)
+    if reason:
+        return reason
     return None if cv2.imread(path, cv2.IMREAD_COLOR) is not None else "cannot decode"
 
 
-def probe_video(path: str):
-    """None when ``path`` opens as a video whose first and last frames decode, else why not."""
+def probe_video(path: str, max_pixels: int = MAX_FRAME_PIXELS):
+    """None when ``path`` opens as a video of frames of at most ``max_pixels`` whose first and last frames
+    decode, else why not."""
     if not os.path.isfile(path):
         return "missing"
     try:
-        with opened_video(path) as (capture, total, _):
+        with opened_video(path, max_pixels) as (capture, total, _):
             read_frames(capture, sorted({0, total - 1}), path)
     except VideoReadError as e:
         return e.reason
@@ -167,11 +177,14 @@ class TripleData:
     """Samples of the three kinds, mixed by ``ratios`` (video, image, label)."""
 
     def __init__(self, frames: int, resolution: int, video_manifest=None, image_manifest=None, label_folder=None,
-                 ratios=(1.0, 1.0, 1.0), seed: int = 0, skip_unreadable: bool = True, log=None, roots=None):
+                 ratios=(1.0, 1.0, 1.0), seed: int = 0, skip_unreadable: bool = True, log=None, roots=None,
+                 max_frame_pixels: int = MAX_FRAME_PIXELS):
         self.frames, self.resolution, self.seed = frames, resolution, seed
+        self.max_pixels = max_frame_pixels
         sources = read_sources(video_manifest, image_manifest, label_folder, roots)
         self.videos, self.images, self.labels, self.weights, self.skipped = usable_sources(
-            frames, sources, ratios, skip_unreadable, log=log)
+            frames, sources, ratios, skip_unreadable, functools.partial(probe_video, max_pixels=max_frame_pixels),
+            functools.partial(probe_image, max_pixels=max_frame_pixels), log=log)
 
     def sample(self, index: int) -> dict:
         """{"pixels": [T, 3, H, W] in [-1, 1], "caption": str, "fps": float, "kind": str}."""
@@ -181,18 +194,18 @@ class TripleData:
             return self._video(self.videos[int(rng.integers(len(self.videos)))], rng)
         if kind == "image":
             entry = self.images[int(rng.integers(len(self.images)))]
-            frame = resize_crop(_read_image(entry["image"]), self.resolution)
+            frame = resize_crop(_read_image(entry["image"], self.max_pixels), self.resolution)
             return {"pixels": frames_to_tensor([frame] * self.frames), "caption": entry["caption"],
                     "fps": float(IMAGE_FPS), "kind": kind,
                     "keys": [f"{entry['image']}@{self.resolution}"] * self.frames}
         label = sorted(self.labels)[int(rng.integers(len(self.labels)))]
         files = rng.choice(self.labels[label], size=self.frames, replace=False)
-        frames = [resize_crop(_read_image(f), self.resolution) for f in files]
+        frames = [resize_crop(_read_image(f, self.max_pixels), self.resolution) for f in files]
         return {"pixels": frames_to_tensor(frames), "caption": label.replace("_", " "), "fps": float(LABEL_FPS),
                 "kind": kind, "keys": [f"{f}@{self.resolution}" for f in files]}
 
     def _video(self, entry, rng):
-        with opened_video(entry["video"]) as (capture, total, clip_fps):
+        with opened_video(entry["video"], self.max_pixels) as (capture, total, clip_fps):
             indices, fps = video_frame_indices(clip_fps, total, self.frames, rng)
             frames = [resize_crop(f, self.resolution) for f in read_frames(capture, indices, entry["video"])]
         return {"pixels": frames_to_tensor(frames), "caption": entry["caption"], "fps": fps, "kind": "video",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .manifest import read_jsonl, write_jsonl_atomic
+from ..files.media_header import MAX_FRAME_PIXELS
 from .video_frames import VideoReadError, opened_video, read_frames
 
 SCORES_MARKER = {"etc_filter_scores": 1}
@@ -46,9 +47,9 @@ def sample_frame_indices(total: int, count: int):
     return [min(total - 1, int((i + 0.5) * total / count)) for i in range(count)]
 
 
-def sampled_frames(path: str, count: int):
-    """RGB uint8 frames sampled evenly from the video at ``path``."""
-    with opened_video(path) as (capture, total, _):
+def sampled_frames(path: str, count: int, max_pixels: int = MAX_FRAME_PIXELS):
+    """RGB uint8 frames sampled evenly from the video at ``path`` (refused above ``max_pixels`` a frame)."""
+    with opened_video(path, max_pixels) as (capture, total, _):
         return read_frames(capture, sample_frame_indices(total, count), path)
 
 
@@ -83,13 +84,15 @@ def _pair(entry) -> tuple:
     return entry["video"], entry["caption"]
 
 
-def filter_videos(entries, output: str, alpha: float, model, processor, frames: int = 8, progress=None):
+def filter_videos(entries, output: str, alpha: float, model, processor, frames: int = 8, progress=None,
+                  max_pixels: int = MAX_FRAME_PIXELS):
     """Score every ``{"video", "caption"}`` entry, keep the top ``alpha`` fraction, write ``output``.
 
     Each (video, caption) pair gets its own score: one video listed with several captions is scored
     against each. A video's frames are read and embedded once per run and reused for its other captions.
     Returns the kept entries (each with its ``clip_score``). Scores already in
-    ``<output>.scores.jsonl`` are reused, so a second call resumes an interrupted run.
+    ``<output>.scores.jsonl`` are reused, so a second call resumes an interrupted run. A video that cannot
+    be read, or whose frames are above ``max_pixels`` (from its header), is recorded there with the reason.
     """
     if not 0.0 < alpha <= 1.0:
         raise ValueError(f"alpha is the fraction of videos to keep, in (0, 1]; got {alpha}")
@@ -106,7 +109,7 @@ def filter_videos(entries, output: str, alpha: float, model, processor, frames: 
                 if entry["video"] not in embedded:
                     try:
                         embedded[entry["video"]] = image_embeddings(model, processor,
-                                                                    sampled_frames(entry["video"], frames))
+                                                                    sampled_frames(entry["video"], frames, max_pixels))
                     except VideoReadError as e:
                         embedded[entry["video"]] = e
                 images = embedded[entry["video"]]

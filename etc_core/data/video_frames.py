@@ -1,6 +1,8 @@
 """Frames of a video file by index, through OpenCV: the one reader the training data and the CLIP filter share."""
 import contextlib
 
+from ..files.media_header import MAX_FRAME_PIXELS, too_large
+
 
 class VideoReadError(ValueError):
     """``reason`` is what went wrong without the path (the data report names the path beside it)."""
@@ -11,14 +13,19 @@ class VideoReadError(ValueError):
 
 
 @contextlib.contextmanager
-def opened_video(path: str):
-    """``(capture, frame count, fps)`` of ``path``; refuses a file that does not open as a video."""
+def opened_video(path: str, max_pixels: int = MAX_FRAME_PIXELS):
+    """``(capture, frame count, fps)`` of ``path``; refuses a file that does not open as a video, or whose
+    stream declares frames of more than ``max_pixels`` (read from the container, before any decoding)."""
     import cv2
     capture = cv2.VideoCapture(path)
     try:
         total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         if not capture.isOpened() or total <= 0:
             raise VideoReadError(path, "cannot open as a video")
+        size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        reason = too_large(*size, max_pixels)
+        if reason:
+            raise VideoReadError(path, f"frames of {reason}")
         yield capture, total, capture.get(cv2.CAP_PROP_FPS) or 30.0
     finally:
         capture.release()

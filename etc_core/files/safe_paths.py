@@ -11,8 +11,23 @@ import os
 from .messages import quote
 
 
+NAME_BYTES = 255  # the longest file or folder name Linux, macOS and Windows file systems take
+PATH_BYTES = 3072  # of a node input; leaves room below Linux's 4096 for the server's folder and run files
+
+
 class PathRuleError(ValueError):
     pass
+
+
+def check_name_lengths(name: str, value: str):
+    """Refuse a path the file system would reject with a bare "File name too long" naming no input."""
+    longest = max((len(part.encode("utf-8", "surrogatepass")) for part in value.replace("\\", "/").split("/")),
+                  default=0)
+    if longest > NAME_BYTES:
+        raise PathRuleError(f"{name} holds a file or folder name of {longest} bytes, and file systems take at most "
+                            f"{NAME_BYTES}; shorten it")
+    if len(value.encode("utf-8", "surrogatepass")) > PATH_BYTES:
+        raise PathRuleError(f"{name} is {len(value)} characters long; give a path of at most {PATH_BYTES} bytes")
 
 
 def check_no_nul(name: str, value: str):
@@ -34,6 +49,7 @@ def _candidates(value: str, name: str, roots: dict) -> list:
     if not isinstance(value, str) or not value.strip():
         raise PathRuleError(f"{name} is empty; give a path inside ComfyUI's {where} folder")
     check_no_nul(name, value)
+    check_name_lengths(name, value)
     if os.path.isabs(value) or (os.name == "nt" and os.path.splitdrive(value)[0]):
         raise PathRuleError(f"{name} must be a path relative to ComfyUI's {where} folder, not an absolute path "
                             "(more folders: a key in extra_model_paths.yaml, see the README)")

@@ -64,18 +64,34 @@ def save_state(folder: str, model, optimizer, scheduler, scaler, rank: int, is_m
             "scaler": scaler.state_dict() if scaler is not None else None}
 
 
+def damaged(folder: str, name: str) -> ValueError:
+    """The error for a checkpoint file that does not read back: the file (relative to the run folder,
+    never the server's path) and the fix."""
+    where = f"{os.path.basename(folder)}/{name}"
+    return ValueError(f"checkpoint {where} in output_dir is damaged (it does not read back); delete the folder "
+                      f"{os.path.basename(folder)} to resume from the checkpoint before it, or start a new output_dir")
+
+
+def read_file(folder: str, name: str, read):
+    try:
+        return read(os.path.join(folder, name))
+    except Exception:  # safetensors and torch report a damaged file in several exception types
+        raise damaged(folder, name) from None
+
+
 def load_state(folder: str, state: dict, model, optimizer, scheduler, scaler, rank: int, device):
     """Restore what :func:`save_state` wrote (``state``: the parsed trainer_state.json)."""
     names = [MODEL, OPTIMIZER, rng_file(rank)]
     absent = [name for name in names if not os.path.isfile(os.path.join(folder, name))]
     if absent or "optimizer_groups" not in state:
-        raise ValueError(f"{folder} is not a checkpoint of this trainer (no {', '.join(absent) or 'optimizer state'}"
-                         "); resume a run that this version of the pack wrote, or start a new output_dir")
+        raise ValueError(f"{os.path.basename(folder)} in output_dir is not a checkpoint of this trainer (no "
+                         f"{', '.join(absent) or 'optimizer state'}); resume a run that this version of the pack "
+                         "wrote, or start a new output_dir")
     device = "cpu" if torch.device(device).type == "cpu" else str(device)  # safetensors refuses "cpu:0"
-    load_model(model, os.path.join(folder, MODEL), device=device)
-    tensors = load_file(os.path.join(folder, OPTIMIZER), device=device)
+    read_file(folder, MODEL, lambda path: load_model(model, path, device=device))
+    tensors = read_file(folder, OPTIMIZER, lambda path: load_file(path, device=device))
     optimizer.load_state_dict(optimizer_state(tensors, state["optimizer_groups"]))
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    set_rng_state(load_file(os.path.join(folder, rng_file(rank))))
+    set_rng_state(read_file(folder, rng_file(rank), load_file))

@@ -9,6 +9,7 @@ import json
 import os
 
 from ..files.atomic import write_json_atomic
+from ..files.media_header import MAX_FRAME_PIXELS
 from ..grid import parse_layout
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -51,12 +52,16 @@ _RULES = {
     "gradient_accumulation_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "max_steps": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
     "checkpoint_every": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "checkpoint_minutes": (lambda v: _number(v) and 0 <= v < float("inf"), "a number of minutes >= 0 (0: off)"),
+    "keep_checkpoints": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "keep_every": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: off)"),
     "mixed_precision": (lambda v: v in MIXED_PRECISION, f"one of {list(MIXED_PRECISION)}"),
     "gradient_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
     "cache_latents": (lambda v: isinstance(v, bool), "true or false"),
     "ema_decay": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1) (0: off)"),
     "seed": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "skip_unreadable": (lambda v: isinstance(v, bool), "true or false"),
+    "max_frame_pixels": (lambda v: _integer(v) and v >= 64, "an integer >= 64"),
     "lora_rank": (lambda v: _integer(v) and v >= 0, "an integer >= 0 (0: full fine-tune)"),
     "lora_alpha": (lambda v: _number(v) and v >= 0, "a number >= 0 (0: the rank)"),
 }
@@ -88,12 +93,16 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     max_steps: int = 15000
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 5.0      # also a checkpoint once this long passed since the last one (0: off)
+    keep_checkpoints: int = 3            # the newest checkpoints kept; older ones are deleted after each write
+    keep_every: int = 0                  # > 0: also keep every checkpoint whose step is a multiple of this
     mixed_precision: str = "no"          # no | fp16 | bf16
     gradient_checkpointing: bool = False
     cache_latents: bool = False          # keep each frame's VAE posterior on disk (output_dir/latent_cache)
     ema_decay: float = 0.0               # 0: off; else the exported weights are the EMA
     seed: int = 0
     skip_unreadable: bool = True         # False: refuse the run when a listed video or image cannot be read
+    max_frame_pixels: int = MAX_FRAME_PIXELS  # larger images and video frames (by their header) are unreadable
     lora_rank: int = 0                   # > 0: train LoRA adapters of this rank (and the FPS module), not the UNet
     lora_alpha: float = 0.0              # LoRA scale alpha / rank; 0: alpha = rank
 
@@ -145,7 +154,8 @@ class TrainConfig:
     def run_identity(self) -> dict:
         """What makes two runs the same run (the step budget and checkpoint cadence may change on resume)."""
         values = dataclasses.asdict(self)
-        for key in ("max_steps", "checkpoint_every", "output_dir", "skip_unreadable"):
+        for key in ("max_steps", "checkpoint_every", "output_dir", "skip_unreadable", "checkpoint_minutes",
+                    "keep_checkpoints", "keep_every", "max_frame_pixels"):
             values.pop(key)
         return json.loads(json.dumps(values))
 
@@ -187,7 +197,7 @@ def check_output_dir(config: TrainConfig, resume: bool):
         raise ConfigError(f"output_dir {folder} holds a different run (run.json differs); pick a new output_dir, "
                           "or use the same config to resume")
     if not resume and checkpoints(folder):
-        raise ConfigError(f"output_dir {folder} already has checkpoints; pass --resume to continue that run, "
+        raise ConfigError(f"output_dir {folder} already has checkpoints; turn resume on to continue that run, "
                           "or pick a new output_dir")
 
 

@@ -8,8 +8,10 @@ The loss target follows the base model's prediction type.
 One process (the ComfyUI node, the demo, a notebook) or several from a terminal: multi-GPU and multi-node
 runs are ``accelerate launch ... -m etc_core.train --config FILE`` (DeepSpeed ZeRO-2 with CPU offload:
 ``configs/accelerate_deepspeed_zero2.yaml``); ``etc_core.launch_line`` writes the config and the line.
-Checkpoints are written atomically every ``checkpoint_every`` steps, as safetensors and JSON
-(``etc_core.checkpoint``; DeepSpeed runs in DeepSpeed's format); ``--resume`` restores model, optimizer,
+Checkpoints are written atomically every ``checkpoint_every`` steps and every ``checkpoint_minutes``, as
+safetensors and JSON (``etc_core.checkpoint``; DeepSpeed runs in DeepSpeed's format), the newest
+``keep_checkpoints`` (and every ``keep_every``-th) kept, after a free-disk check
+(``etc_core.train.checkpoint_rotation``); ``--resume`` restores model, optimizer,
 scheduler and RNG state and the data position (samples are a function of (seed, index)), so a resumed
 run ends as an uninterrupted one.
 """
@@ -22,6 +24,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 import traceback
 
 import torch
@@ -34,6 +37,7 @@ from ..fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_mode
 from ..grid import pack, parse_layout
 from ..mixed_embedding import MixedEmbeddingInput
 from . import checkpoint
+from .checkpoint_rotation import check_free_disk, rotated_out, tensors_bytes
 from .config import SKIPPED_FILES, ConfigError, TrainConfig, check_output_dir, checkpoints, claim_output_dir
 from .export import comfyui_lora, save_comfyui_unet
 from .pretrained import check_pretrained, load_models
@@ -114,7 +118,7 @@ class ETCTrainer:
         log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
                                config.label_folder, config.ratios, config.seed, config.skip_unreadable,
-                               log=log if is_main else None, roots=roots)
+                               log=log if is_main else None, roots=roots, max_frame_pixels=config.max_frame_pixels)
         unet, self.vae, self.text_encoder, self.tokenizer, self.noise_scheduler = load_models(config.pretrained)
         self.base_model = base_model_fingerprint(unet)
         self.vae.requires_grad_(False).eval()
@@ -149,6 +153,7 @@ class ETCTrainer:
         self._trainable = trainable
         self._text_cache = collections.OrderedDict()
         self.step = 0
+        self._saved_at = time.monotonic()  # checkpoint_minutes counts from here, then from each checkpoint
         self.losses = []  # the mean loss of every step of the run, resumed ones included
         self.accelerator.wait_for_everyone()  # every rank has checked before the main one writes
         if is_main:
@@ -175,31 +180,45 @@ class ETCTrainer:
         if not checkpoints:
             return
         latest = checkpoints[-1]
-        with open(os.path.join(latest, "trainer_state.json")) as f:
-            state = json.load(f)
+        try:
+            with open(os.path.join(latest, "trainer_state.json")) as f:
+                state = json.load(f)
+        except (OSError, ValueError):
+            raise checkpoint.damaged(latest, "trainer_state.json") from None
         processes = state.get("num_processes", 1)
         if processes != self.accelerator.num_processes:  # the data order and RNG states are per process
-            raise ConfigError(f"{latest} was written by {processes} processes and this launch has "
+            raise ConfigError(f"{os.path.basename(latest)} was written by {processes} processes and this launch has "
                               f"{self.accelerator.num_processes}; resume with the run's own launch "
                               f"(num_processes {processes})")
         if bool(state.get("deepspeed")) != self._deepspeed():
-            raise ConfigError(f"{latest} was written " + ("by a DeepSpeed run; resume it from a terminal with the "
-                              "run's own accelerate launch line" if state.get("deepspeed") else
-                              "without DeepSpeed; resume it without DeepSpeed"))
+            raise ConfigError(f"{os.path.basename(latest)} was written " + (
+                "by a DeepSpeed run; resume it from a terminal with the run's own accelerate launch line"
+                if state.get("deepspeed") else "without DeepSpeed; resume it without DeepSpeed"))
         if self._deepspeed():
             self.accelerator.load_state(latest)
         else:
             checkpoint.load_state(latest, state, *self._state_parts(), self.accelerator.device)
         self.step, self.losses = state["step"], list(state.get("losses", []))
         if self.ema is not None:
-            saved = load_file(os.path.join(latest, "ema.safetensors"))
+            saved = checkpoint.read_file(latest, "ema.safetensors", load_file)
             for i, tensor in enumerate(self.ema):
                 tensor.copy_(saved[str(i)])
+
+    def _checkpoint_bytes(self) -> int:
+        """The tensors a checkpoint holds: the model, the optimizer state and the EMA copy."""
+        unet = self.accelerator.unwrap_model(self.unet)
+        moments = [t for state in self.optimizer.state_dict()["state"].values() for t in state.values()
+                   if torch.is_tensor(t)]
+        return tensors_bytes(unet.state_dict().values()) + tensors_bytes(moments) + tensors_bytes(self.ema or [])
 
     def save_checkpoint(self) -> str:
         final = os.path.join(self.config.output_dir, f"checkpoint-{self.step}")
         partial = final + ".partial"
         is_main = self.accelerator.is_main_process
+        existing = self.checkpoints()
+        # every rank checks (the same disk), so all stop at once instead of waiting for a rank that stopped
+        check_free_disk(self.config.output_dir, self._checkpoint_bytes(), self.step,
+                        existing[-1] if existing else None)
         if is_main:
             shutil.rmtree(partial, ignore_errors=True)
         self.accelerator.wait_for_everyone()
@@ -219,6 +238,9 @@ class ETCTrainer:
                           os.path.join(partial, "ema.safetensors"))
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
+            for old in rotated_out(self.checkpoints(), self.config.keep_checkpoints, self.config.keep_every):
+                shutil.rmtree(old, ignore_errors=True)
+        self._saved_at = time.monotonic()
         self.accelerator.wait_for_everyone()
         return final
 
@@ -319,16 +341,19 @@ class ETCTrainer:
                     torch._foreach_lerp_(self.ema, [p.detach().float() for p in self._trainable],
                                          1 - self.config.ema_decay)
             self.step += 1
-            # One collective per step: the loss over all ranks, and whether any rank was told to stop (a
-            # SIGTERM reaches the ranks at different moments; they must checkpoint and stop at one step).
-            local = torch.stack([step_loss.float(), torch.tensor(float(should_stop()), device=step_loss.device)])
-            mean_loss, stop_share = self.accelerator.reduce(local, "mean").tolist()
+            # One collective per step: the loss over all ranks, whether any rank was told to stop (a SIGTERM
+            # reaches the ranks at different moments; they must checkpoint and stop at one step) and whether
+            # any rank's clock says a time-based checkpoint is due.
+            minutes = self.config.checkpoint_minutes
+            due = minutes > 0 and time.monotonic() - self._saved_at >= minutes * 60
+            local = torch.tensor([step_loss.float(), float(should_stop()), float(due)], device=step_loss.device)
+            mean_loss, stop_share, due_share = self.accelerator.reduce(local, "mean").tolist()
             losses.append(mean_loss)
             self.losses.append(mean_loss)
             stop = stop_share > 0
             if progress and self.accelerator.is_main_process:
                 progress(self.step, self.config.max_steps, losses[-1])
-            if self.step % self.config.checkpoint_every == 0 or stop:
+            if self.step % self.config.checkpoint_every == 0 or stop or due_share > 0:
                 self.save_checkpoint()
             if stop:
                 break

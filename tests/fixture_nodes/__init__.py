@@ -1,6 +1,7 @@
 """Test-only node pack: tiny seeded models and probes for the ETC/VCUT test graphs."""
 import json
 import os
+import shutil
 
 import folder_paths
 import torch
@@ -329,6 +330,36 @@ class Tone:
                  "sample_rate": sample_rate},)
 
 
+class FakeDiskFree:
+    """Makes shutil.disk_usage report ``free_mib`` free for paths containing ``marker`` once ``after_calls``
+    calls for them passed (a disk that fills up during a run); free_mib < 0 removes the fake."""
+    real = shutil.disk_usage
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"marker": ("STRING", {"default": "disk_full"}),
+                             "after_calls": ("INT", {"default": 0, "min": 0, "max": 1000}),
+                             "free_mib": ("INT", {"default": 1, "min": -1, "max": 1 << 20})}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "fake"
+    CATEGORY = "testing/etc_vcut"
+
+    def fake(self, marker, after_calls, free_mib):
+        real, calls = FakeDiskFree.real, []
+
+        def disk_usage(path):
+            usage = real(path)
+            if marker in str(path):
+                calls.append(path)
+                if len(calls) > after_calls:
+                    return usage._replace(free=free_mib * 2**20)
+            return usage
+        shutil.disk_usage = real if free_mib < 0 else disk_usage
+        return {"ui": {"faked": [free_mib]}}
+
+
 NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTinySVD": TinySVDLoader,
     "ETCVCUTTestZeroTCA": TinySVDZeroTCALoader,
@@ -347,4 +378,5 @@ NODE_CLASS_MAPPINGS = {
     "ETCVCUTTestTone": Tone,
     "ETCVCUTTestShapeLatent": ShapeLatent,
     "ETCVCUTTestMetaSD21": MetaSD21,
+    "ETCVCUTTestFakeDiskFree": FakeDiskFree,
 }
