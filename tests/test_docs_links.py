@@ -9,7 +9,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Pages that other branches of issue 25 add (the node spec; the training page's safety notes). Links to them are
 # accepted while they are missing here; remove each from this list when its branch merges.
-PENDING_PAGES = ("docs/node-api.md", "docs/training-safety.md")
 
 FENCE = re.compile(r"^ {0,3}(```|~~~)")
 CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1")
@@ -75,7 +74,7 @@ def links(path: Path):
             yield number, definition.group(1)
 
 
-def broken_links(pages, repo: Path, pending=()) -> list:
+def broken_links(pages, repo: Path) -> list:
     """'page:line: target (why)' for every relative link of `pages` that does not resolve inside `repo`."""
     problems = []
     for page in pages:
@@ -89,8 +88,6 @@ def broken_links(pages, repo: Path, pending=()) -> list:
                 relative = resolved.relative_to(repo).as_posix()
             except ValueError:
                 problems.append(f"{where} (outside the repository)")
-                continue
-            if relative in pending and not resolved.exists():
                 continue
             if not resolved.exists():
                 problems.append(f"{where} (no such file)")
@@ -108,14 +105,8 @@ def _pages(repo: Path) -> list:
 def test_every_relative_link_in_readme_and_docs_resolves():
     pages = _pages(REPO)
     assert len(pages) > 1, "no pages under docs/"
-    problems = broken_links(pages, REPO, PENDING_PAGES)
+    problems = broken_links(pages, REPO)
     assert not problems, f"{len(problems)} broken links:\n" + "\n".join(problems)
-
-
-def test_pending_pages_are_still_missing():
-    """A pending page that exists now is checked like any other: take it off PENDING_PAGES."""
-    arrived = [page for page in PENDING_PAGES if (REPO / page).exists()]
-    assert not arrived, f"{arrived} exist: remove them from PENDING_PAGES in {Path(__file__).name}"
 
 
 @pytest.mark.parametrize("heading, slug", [
@@ -138,8 +129,8 @@ def test_checker_finds_missing_files_and_anchors(tmp_path):
         "[ok](docs/a.md) [ok](docs/a.md#same-1) [ok](docs/a.md#here) ![ok](pic.png) [ok](#readme) [web](https://x.y/z)\n"
         "# Readme\n"
         "[gone](docs/b.md) [bad anchor](docs/a.md#same-2) [png anchor](pic.png#x) [up](../outside.md)\n"
-        "`[code](nowhere.md)`\n```\n[fenced](nowhere.md)\n```\n[ref]: docs/c.md\n[pending](docs/later.md)\n",
+        "`[code](nowhere.md)`\n```\n[fenced](nowhere.md)\n```\n[ref]: docs/c.md\n",
         encoding="utf-8")
-    problems = broken_links(_pages(tmp_path), tmp_path, pending=("docs/later.md",))
+    problems = broken_links(_pages(tmp_path), tmp_path)
     targets = sorted(p.split(": ", 1)[1].split(" (")[0] for p in problems)
     assert targets == ["../outside.md", "docs/a.md#same-2", "docs/b.md", "docs/c.md", "pic.png#x"], problems
