@@ -73,7 +73,8 @@ TEMPLATES = {
         "", VCUT])),
     "etc_text_to_video": ("ETC text to video", "\n".join([
         "This graph samples the tiny ETC model that the pack's first command trains (.venv/bin/python "
-        "scripts/demo.py: coloured squares moving on a grey background, about 10 minutes on a CPU). It writes "
+        "scripts/demo.py: coloured squares moving on a light grey background, trained in minutes on a CPU). It "
+        "writes "
         "the four files below into demo_output/comfy/models/; copy them into your ComfyUI:",
         "  unet/etc_demo_unet.safetensors -> ComfyUI/models/unet/",
         "  clip/etc_demo_text_encoder.safetensors -> ComfyUI/models/clip/",
