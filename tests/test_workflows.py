@@ -17,7 +17,7 @@ from etc_vcut_dev import demo
 from etc_vcut_dev.comfy_host import PACK_DIR_NAME
 from etc_vcut_dev.demo import DEMO_OVERRIDES, swap_loaders, tiny_training_inputs, write_example_image
 from etc_vcut_dev.client import apply_overrides
-from etc_vcut_dev.templates import MODEL_INPUTS, TEMPLATES
+from etc_vcut_dev.templates import TEMPLATES, model_files
 from etc_vcut_dev.workflow_format import VIRTUAL_NODES, declared_only, renumber, ui_to_api
 
 API = sorted(glob.glob(os.path.join(REPO, "workflows", "api", "*.json")))
@@ -78,33 +78,36 @@ def test_example_workflows_are_the_ui_workflows_under_their_titles():
             assert thumbnail.format == "JPEG" and thumbnail.size == (512, 512)
 
 
-@pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
+@pytest.mark.parametrize("path", API, ids=os.path.basename)
 def test_template_has_a_note_and_the_models_of_its_loaders(path):
-    """The Note says what to get first (every model file the graph names, where it goes), and every node that
-    loads a file lists it in properties.models as the frontend reads it: the widget's value by name, its
-    folder, and the download URL where the file is published."""
-    workflow = _load(path)
+    """The Note says what to get first (every model file the graph loads, where it goes), and every node that
+    loads a published file lists it in properties.models as the frontend reads it: the widget's value by
+    name, its folder and the download URL (the frontend's schema requires one, so unpublished ETC files,
+    which the Note explains, have no entry)."""
+    api = _load(path)
+    name = os.path.basename(path)[:-len(".json")]
+    workflow = _load(os.path.join(REPO, "example_workflows", TEMPLATES[name][0] + ".json"))
     notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
     assert len(notes) == 1 and notes[0]["widgets_values"][0].strip()
     text = notes[0]["widgets_values"][0]
-    loaders = 0
-    for node in workflow["nodes"]:
-        if not any(kind == node["type"] for kind, _ in MODEL_INPUTS):
-            continue
-        files = [v for v in node["widgets_values"] if isinstance(v, str) and v.endswith((".safetensors", ".ckpt"))]
+    loaded = 0
+    for api_node, node in zip(api.values(), workflow["nodes"]):
+        assert node["type"] == api_node["class_type"]
         listed = node["properties"].get("models", [])
-        assert sorted(m["name"] for m in listed) == sorted(files), f"{node['type']}: models {listed} vs {files}"
-        loaders += len(files)
+        files = model_files(api_node)
+        loaded += len(files)
+        assert all(m["name"] in node["widgets_values"] for m in listed)  # how the frontend picks the entries
+        published = [(f, d) for f, d in files if f.startswith(("svd", "sv3d", "stable_zero123", "v2-1_512"))]
+        assert sorted((m["name"], m["directory"]) for m in listed) == sorted(published), f"{node['type']}: {listed}"
         for model in listed:
-            assert model["name"] in text, f"the Note does not say where {model['name']} comes from"
-            assert model["directory"] in {"checkpoints", "diffusion_models", "text_encoders", "vae", "etc"}
-            if model["name"].startswith(("svd", "sv3d", "stable_zero123", "v2-1_512")):
-                assert model["url"].startswith("https://huggingface.co/stabilityai/")
-                assert model["url"].endswith("/resolve/main/" + model["name"])
-                assert model["url"].rsplit("/resolve/", 1)[0].replace("https://", "") in text
-            else:
-                assert "url" not in model and "No ETC weights are published" in text
-    assert loaders > 0
+            assert model["url"].startswith("https://huggingface.co/stabilityai/")
+            assert model["url"].endswith("/resolve/main/" + model["name"])
+            assert model["url"].rsplit("/resolve/", 1)[0] in text, f"the Note does not give {model['url']}"
+        for file, _ in files:
+            assert file in text, f"the Note does not say where {file} comes from"
+        if len(published) < len(files):
+            assert "No ETC weights are published" in text or "first command" in text
+    assert loaded > 0
 
 
 def test_model_urls_are_the_published_repositories():

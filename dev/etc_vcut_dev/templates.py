@@ -1,6 +1,6 @@
 """The example workflows as ComfyUI's template browser shows them: a Note saying what to get first, the
-models of each loader in ``properties.models`` (the current frontend's missing-models dialog offers a
-download for those with a URL), a title for a name and a thumbnail of what the graph makes.
+published models of each loader in ``properties.models`` (the current frontend's missing-models dialog
+offers their download), a title for a name and a thumbnail of what the graph makes.
 
 workflows/api/<name>.json is the source; :func:`ui_template` gives workflows/ui/<name>.json, and
 example_workflows/<title>.json is a byte copy of it (the browser titles a pack's template by its file name).
@@ -112,17 +112,18 @@ TEMPLATES = {
 NOTE_SIZE = (440, 520)
 
 
+def model_files(node: dict) -> list:
+    """(file, model folder) for each model file an API node names."""
+    return [(value, MODEL_INPUTS[node["class_type"], name]) for name, value in node["inputs"].items()
+            if (node["class_type"], name) in MODEL_INPUTS and isinstance(value, str) and value not in NOT_FILES]
+
+
 def models(node: dict) -> list:
-    """``properties.models`` for an API node: each model file it names, with its folder and published URL."""
-    entries = []
-    for name, value in node["inputs"].items():
-        folder = MODEL_INPUTS.get((node["class_type"], name))
-        if folder and isinstance(value, str) and value not in NOT_FILES:
-            entry = {"name": value, "directory": folder}
-            if value in PUBLISHED:
-                entry["url"] = PUBLISHED[value]
-            entries.append(entry)
-    return entries
+    """``properties.models`` for an API node: its published model files with folder and URL. The current
+    frontend's workflow schema requires a URL on every entry (it rejects the workflow with an alert
+    otherwise), so the ETC files, which nobody publishes, are named by the Note only."""
+    return [{"name": name, "url": PUBLISHED[name], "directory": folder}
+            for name, folder in model_files(node) if name in PUBLISHED]
 
 
 def ui_template(name: str, prompt: dict, object_info: dict) -> dict:
@@ -137,7 +138,9 @@ def ui_template(name: str, prompt: dict, object_info: dict) -> dict:
                         "flags": {}, "order": len(ui["nodes"]), "mode": 0, "inputs": [], "outputs": [],
                         "title": f"Read me first: {title}", "properties": {"text": ""}, "widgets_values": [text],
                         "color": "#432", "bgcolor": "#653"})
-    ui["extra"]["ds"]["offset"] = [NOTE_SIZE[0] + 40, 0]
+    # Opened at full size with the Note top left, clear of the current frontend's side bar and menus: a fitted
+    # view of a wide graph falls below the zoom at which the frontend draws text (the 2024 one ignores ds).
+    ui["extra"]["ds"] = {"scale": 1.0, "offset": [NOTE_SIZE[0] + 10 + 80, 90]}
     return ui
 
 
