@@ -7,6 +7,7 @@ template browser's thumbnails show what a graph makes, not the editor (scripts/m
 import glob
 import json
 import os
+import urllib.parse
 
 import pytest
 
@@ -98,3 +99,39 @@ def test_template_opens_with_only_the_missing_models_its_note_explains(page, com
     finally:
         page.keyboard.press("Escape")
         page.wait_for_function("() => document.querySelectorAll('.p-dialog').length === 0", timeout=10000)
+
+
+
+# The thumbnails in the open dialog (the frontend shows them from blob: URLs of what it fetched).
+CARDS = """() => [...document.querySelectorAll(".p-dialog img")].map(img => [img.naturalWidth, img.naturalHeight])"""
+
+
+def test_template_browser_shows_every_template_with_its_thumbnail(page, tmp_path):
+    """The current frontend's template browser, the pack's category: it fetches each template's thumbnail
+    from the pack's template route and shows one 512x512 card per template, titled by its file name."""
+    if not page.evaluate("() => !!window.comfyAPI"):
+        pytest.skip("the 2024 frontend has no template browser")
+    fetched = []
+    route = f"/api/workflow_templates/{PACK_DIR_NAME}/"
+
+    def record(response):
+        if route in response.url and response.url.endswith(".jpg"):
+            fetched.append((urllib.parse.unquote(response.url.rsplit("/", 1)[1]), response.status))
+    page.on("response", record)
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+    try:
+        page.get_by_text(PACK_DIR_NAME).first.click(timeout=30000)
+        titles = [title for title, _ in TEMPLATES.values()]
+        page.wait_for_function(f"({CARDS})().length === {len(titles)} && ({CARDS})().every(([w]) => w > 0)",
+                               timeout=30000)
+        assert page.evaluate(CARDS) == [[512, 512]] * len(titles)
+        assert sorted(set(fetched)) == sorted((t + ".jpg", 200) for t in titles)
+        for title in titles:
+            assert page.get_by_text(title, exact=True).count() >= 1
+        out_dir = os.path.join(REPO, "docs", "screenshots") if os.environ.get("ETCVCUT_WRITE_SCREENSHOTS") else tmp_path
+        os.makedirs(out_dir, exist_ok=True)
+        page.screenshot(path=os.path.join(out_dir, "template_browser.png"))
+    finally:  # the dialog does not close on Escape: a fresh page for the next test
+        page.remove_listener("response", record)
+        page.reload()
+        page.wait_for_function("!!(window.app && window.app.graph && window.app.graphToPrompt)", timeout=120000)
