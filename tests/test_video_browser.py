@@ -126,6 +126,7 @@ def runs(page, comfy_server):
     for fmt in MIME:
         known = set(comfy_server.get("/history"))
         workflow = page.evaluate(RUN, {"workflow": tiny_workflow(), "format": fmt})
+        page.evaluate(FIT_GRAPH)  # the template opens at full size, the save node off screen: no preview drawn
         done[fmt] = workflow, newest_output(comfy_server, known, SAVE_NODE)
         page.wait_for_function(f"({PREVIEW})({SAVE_NODE})", timeout=60000)
     return done
@@ -145,6 +146,7 @@ def test_each_format_plays_from_the_view_url(page, runs, fmt):
 
 def test_the_save_node_shows_a_preview_after_a_run(page, runs, legacy, tmp_path):
     page.evaluate(RUN, {"workflow": tiny_workflow(), "format": "h264-mp4"})
+    page.evaluate(FIT_GRAPH)
     page.wait_for_function(f"['.mp4', '.gif'].some(x => ({PREVIEW})({SAVE_NODE})?.src.includes(x))", timeout=300000)
     preview = page.evaluate(f"({PREVIEW})({SAVE_NODE})")
     if legacy:  # images only: the MP4 fails as an <img>, the GIF from temp/ shows
