@@ -39,7 +39,7 @@ VCUT = ("VCUT Patch SVD serves the model's one-token cross-attentions from a cac
         "the temporal ones where tca_mode is drop); VCUT Guidance Cutoff runs classifier-free guidance only in the "
         "first cutoff_step steps.")
 IMAGE = "Pick your image in Load Image (example.png is a placeholder: upload yours there)."
-GATED = "(log in and accept the licence on the model page first; the frontend's download dialog cannot)"
+GATED = "(if the page asks you to log in and accept the licence, do so and download it in your browser)"
 
 # name (workflows/ui/<name>.json) -> (title = example_workflows file name, Note text)
 TEMPLATES = {
