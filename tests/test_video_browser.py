@@ -16,12 +16,15 @@ import time
 import pytest
 
 from etc_vcut_dev.browser import ADVANCED, CHROMIUM, FIT_GRAPH, PLAY, frontend_page, view_url
+from etc_vcut_dev.demo import TINY_PARTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
 MIME = {"h264-mp4": "video/mp4", "vp9-webm": "video/webm", "webp": "image/webp"}
-SAVE_NODE = 5  # ETCSaveVideo in workflows/ui/etc_text_to_video.json
+T2V = os.path.join(REPO, "workflows", "ui", "etc_text_to_video.json")
+with open(T2V) as _f:
+    SAVE_NODE = next(n["id"] for n in json.load(_f)["nodes"] if n["type"] == "ETCSaveVideo")
 
 IMAGE = """async (url) => {
   const img = new Image();
@@ -29,8 +32,8 @@ IMAGE = """async (url) => {
   await img.decode();
   return [img.naturalWidth, img.naturalHeight];
 }"""
-# The shipped text-to-video graph with the test pack's tiny SD 2.x model in place of the checkpoint loader,
-# at a size a CPU runs in seconds.
+# The shipped text-to-video graph with the test pack's tiny SD 2.x model in place of the UNet, CLIP and VAE
+# loaders, at a size a CPU runs in seconds.
 RUN = """async ({workflow, format}) => {
   await window.app.loadGraphData(workflow);
   const graph = window.app.graph;
@@ -39,7 +42,8 @@ RUN = """async ({workflow, format}) => {
     node.widgets.find(w => w.name === name).value = value;
   });
   set(nodes.find(n => n.type === "ETCSampler"), {frames: 8, layout: "2x4", frame_width: 64, frame_height: 64,
-                                                 steps: 3});
+                                                 steps: 3, fps_weights: "none"});
+  set(nodes.find(n => n.type === "ImageScale"), {width: 64, height: 64});
   set(nodes.find(n => n.type === "ETCSaveVideo"), {format, filename_prefix: "ETC/browser"});
   const workflowNow = graph.serialize();
   await window.app.queuePrompt(0, 1);
@@ -62,10 +66,20 @@ DROP = """async ({url, name, type}) => {
 
 
 def tiny_workflow() -> dict:
-    with open(os.path.join(REPO, "workflows", "ui", "etc_text_to_video.json")) as f:
+    """Each of the UNet, CLIP and VAE loaders becomes a tiny SD 2.x loader wired from its output of that kind."""
+    with open(T2V) as f:
         workflow = json.load(f)
-    (loader,) = [n for n in workflow["nodes"] if n["type"] == "CheckpointLoaderSimple"]
-    loader.update(type="ETCVCUTTestTinySD2", widgets_values=[0], properties={"Node name for S&R": "ETCVCUTTestTinySD2"})
+    links = {link[0]: link for link in workflow["links"]}
+    for node in workflow["nodes"]:
+        if node["type"] in TINY_PARTS:
+            outputs = [{"name": kind, "type": kind, "links": [], "slot_index": i}
+                       for i, kind in enumerate(("MODEL", "CLIP", "VAE"))]
+            slot = TINY_PARTS[node["type"]]
+            outputs[slot]["links"] = node["outputs"][0]["links"]
+            for link in outputs[slot]["links"]:
+                links[link][2] = slot
+            node.update(type="ETCVCUTTestTinySD2", widgets_values=[0], outputs=outputs,
+                        properties={"Node name for S&R": "ETCVCUTTestTinySD2"})
     return workflow
 
 
@@ -112,6 +126,7 @@ def runs(page, comfy_server):
     for fmt in MIME:
         known = set(comfy_server.get("/history"))
         workflow = page.evaluate(RUN, {"workflow": tiny_workflow(), "format": fmt})
+        page.evaluate(FIT_GRAPH)  # the template opens at full size, the save node off screen: no preview drawn
         done[fmt] = workflow, newest_output(comfy_server, known, SAVE_NODE)
         page.wait_for_function(f"({PREVIEW})({SAVE_NODE})", timeout=60000)
     return done
@@ -131,6 +146,7 @@ def test_each_format_plays_from_the_view_url(page, runs, fmt):
 
 def test_the_save_node_shows_a_preview_after_a_run(page, runs, legacy, tmp_path):
     page.evaluate(RUN, {"workflow": tiny_workflow(), "format": "h264-mp4"})
+    page.evaluate(FIT_GRAPH)
     page.wait_for_function(f"['.mp4', '.gif'].some(x => ({PREVIEW})({SAVE_NODE})?.src.includes(x))", timeout=300000)
     preview = page.evaluate(f"({PREVIEW})({SAVE_NODE})")
     if legacy:  # images only: the MP4 fails as an <img>, the GIF from temp/ shows

@@ -44,8 +44,10 @@ FIT_GRAPH = """() => {
 @contextlib.contextmanager
 def frontend_page(sync_playwright, url: str):
     """A page with ComfyUI's frontend loaded from ``url`` and its ``app`` ready (the current frontend's
-    first-run template browser marked as seen and its minimap off, so they do not cover the canvas)."""
-    for setting, value in (("Comfy.TutorialCompleted", b"true"), ("Comfy.Minimap.Visible", b"false")):
+    first-run template browser marked as seen and its minimap off, so they do not cover the canvas, and text
+    drawn at every zoom, so that a screenshot of a whole graph shows its widgets)."""
+    for setting, value in (("Comfy.TutorialCompleted", b"true"), ("Comfy.Minimap.Visible", b"false"),
+                           ("LiteGraph.Canvas.MinFontSizeForLOD", b"0")):
         request = urllib.request.Request(f"{url}/settings/{setting}", data=value, method="POST")
         urllib.request.urlopen(request, timeout=30).close()
     with sync_playwright() as p:

@@ -29,13 +29,16 @@ from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path
 from etc_vcut_dev.client import apply_overrides, run
 
 TINY_LOADERS = {"ImageOnlyCheckpointLoader": "ETCVCUTTestTinySVD", "CheckpointLoaderSimple": "ETCVCUTTestTinySD2"}
+# Single-part loaders (the ETC templates load a UNet, text encoder and VAE apart): the tiny SD 2.x output they stand for.
+TINY_PARTS = {"UNETLoader": 0, "CLIPLoader": 1, "VAELoader": 2}
 # Checkpoints of other model families that ImageOnlyCheckpointLoader loads: their tiny fixture and its inputs.
 TINY_CHECKPOINTS = {"sv3d_p.safetensors": ("ETCVCUTTestTinySV3D", {"variant": "p"}),
                     "sv3d_u.safetensors": ("ETCVCUTTestTinySV3D", {"variant": "u"}),
                     "stable_zero123.ckpt": ("ETCVCUTTestTinyZero123", {})}
 SVD_OVERRIDES = ["3.width=128", "3.height=64", "3.video_frames=8"]
 SMOKE_OVERRIDES = {  # run untimed on the tiny random models
-    "etc_long_video.json": ["4.frames=64", "4.layout=8x8", "4.frame_width=64", "4.frame_height=40"],
+    "etc_long_video.json": ["5.frames=64", "5.layout=8x8", "5.frame_width=64", "5.frame_height=40",
+                            "5.fps_weights=none"],
     "etc_training_launch.json": ["1.frames=4", "1.layout=2x2", "1.resolution=32", "1.max_steps=4",
                                  "1.checkpoint_every=2", "1.mixed_precision=no", "1.gradient_checkpointing=false"],
 }
@@ -43,7 +46,8 @@ SMOKE_OVERRIDES = {  # run untimed on the tiny random models
 DEMO_OVERRIDES = {"svd_baseline.json": SVD_OVERRIDES, "svd_vcut.json": SVD_OVERRIDES,
                   "sv3d_vcut.json": ["3.width=64", "3.height=64", "3.video_frames=4"],
                   "zero123_vcut.json": ["3.width=64", "3.height=64", "3.batch_size=4"],
-                  "etc_text_to_video.json": ["4.frame_width=64", "4.frame_height=64"], **SMOKE_OVERRIDES}
+                  "etc_text_to_video.json": ["7.frame_width=64", "7.frame_height=64", "7.fps_weights=none"],
+                  **SMOKE_OVERRIDES}
 HELD_OUT = ("green", "up")
 TRAIN_STEPS, LR = 500, 5e-4
 FRAMES, LAYOUT, SIZE, FPS = 8, "2x4", 32, 4
@@ -162,30 +166,20 @@ def cached_etc(cache: str, base: str, name: str = "etc_test") -> dict:
     return files
 
 
-def etc_prompt(server, files: dict, caption: str, seed: int, batch: int = 1, me_strength: float = 1.0,
+def etc_prompt(files: dict, caption: str, seed: int, batch: int = 1, me_strength: float = 1.0,
                steps: int = 20, cfg: float = 4.0, prefix: str = "ETC/demo") -> dict:
-    """workflows/api/etc_text_to_video.json with the checkpoint loader replaced by the stock UNet, CLIP and
-    VAE loaders, sized for the tiny model; also saves the frames as PNGs."""
+    """workflows/api/etc_text_to_video.json, the template that samples this model (loaders, size and frame rate
+    are the demo's), with ``files``, the caption and seed; also saves the frames as PNGs."""
     with open(os.path.join(REPO, "workflows", "api", "etc_text_to_video.json")) as f:
         prompt = json.load(f)
-    del prompt["1"]
-    prompt.update({
-        "unet": server.unet_loader(files["unet"]),
-        # ComfyUI guesses eps or v prediction from the spread of one LayerNorm bias; the trainer's target was v.
-        "v": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["unet", 0], "sampling": "v_prediction",
-                                                                "zsnr": False}},
-        "clip": {"class_type": "CLIPLoader", "inputs": {"clip_name": files["clip"], "type": "stable_diffusion"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}},
-        "big": {"class_type": "ImageScale", "inputs": {"image": ["4", 0], "upscale_method": "nearest-exact",
-                                                         "width": SIZE * 4, "height": SIZE * 4, "crop": "disabled"}},
-        "png": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": prefix + "_frame"}},
-    })
-    prompt["2"]["inputs"].update(clip=["clip", 0], text=caption)
-    prompt["3"]["inputs"].update(clip=["clip", 0], text="")
-    prompt["4"]["inputs"].update(model=["v", 0], vae=["vae", 0], frames=FRAMES, layout=LAYOUT, frame_width=SIZE,
-                                 frame_height=SIZE, batch_size=batch, seed=seed, steps=steps, cfg=cfg, fps=FPS,
-                                 me_strength=me_strength, fps_weights=files["fps"])
-    prompt["5"]["inputs"].update(images=["big", 0], filename_prefix=prefix, frame_rate=float(FPS))
+    prompt["1"]["inputs"]["unet_name"] = files["unet"]
+    prompt["3"]["inputs"]["clip_name"] = files["clip"]
+    prompt["4"]["inputs"]["vae_name"] = files["vae"]
+    prompt["5"]["inputs"]["text"] = caption
+    prompt["7"]["inputs"].update(batch_size=batch, seed=seed, steps=steps, cfg=cfg, me_strength=me_strength,
+                                 fps_weights=files["fps"])
+    prompt["9"]["inputs"]["filename_prefix"] = prefix
+    prompt["png"] = {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": prefix + "_frame"}}
     return prompt
 
 
@@ -193,7 +187,7 @@ def sample_etc(server, files: dict, caption: str, seed: int, **kwargs):
     """Queue the ETC graph; returns (frames uint8 [B, T, H, W, 3] from the PNGs, output records)."""
     import cv2
     import numpy as np
-    outputs = server.run(etc_prompt(server, files, caption, seed, **kwargs))
+    outputs = server.run(etc_prompt(files, caption, seed, **kwargs))
     records = [r for o in outputs.values() for r in o.get("images", []) + o.get("videos", []) + o.get("latents", [])]
     pngs = [r for r in records if r["filename"].endswith(".png") and r.get("type", "output") == "output"]
     frames = np.stack([cv2.imread(server.output_path(r.get("subfolder", ""), r["filename"]))[:, :, ::-1] for r in pngs])
@@ -215,22 +209,29 @@ def frame_strip(frames, path: str, scale: int = 4) -> str:
 
 # -- VCUT timing ---------------------------------------------------------------------------------------------
 def swap_loaders(prompt: dict) -> dict:
-    """Replace checkpoint loaders by the tiny-model fixture loaders (same outputs, same order).
+    """Replace checkpoint loaders by the tiny-model fixture loaders (same outputs, same order), and UNet,
+    text-encoder and VAE loaders by the tiny SD 2.x loader's output of that kind.
 
     The swapped node gets a new id: the early-2024 executor reuses a cached output when a node's
     id and inputs match an earlier prompt's, whatever its class.
     """
-    renamed = {}
+    renamed = {}  # old id -> (new id, slot of the old id's output 0)
     for node_id, node in list(prompt.items()):
-        if node["class_type"] in TINY_LOADERS:
-            tiny, inputs = TINY_CHECKPOINTS.get(node["inputs"].get("ckpt_name"), (TINY_LOADERS[node["class_type"]], {}))
-            renamed[node_id] = f"{node_id}_{tiny}"
-            prompt[renamed[node_id]] = {"class_type": tiny, "inputs": dict(inputs, seed=0)}
-            del prompt[node_id]
+        kind = node["class_type"]
+        if kind in TINY_LOADERS:
+            tiny, inputs = TINY_CHECKPOINTS.get(node["inputs"].get("ckpt_name"), (TINY_LOADERS[kind], {}))
+        elif kind in TINY_PARTS:
+            tiny, inputs = "ETCVCUTTestTinySD2", {}
+        else:
+            continue
+        renamed[node_id] = (f"{node_id}_{tiny}", TINY_PARTS.get(kind, 0))
+        prompt[renamed[node_id][0]] = {"class_type": tiny, "inputs": dict(inputs, seed=0)}
+        del prompt[node_id]
     for node in prompt.values():
         for name, value in node["inputs"].items():
             if isinstance(value, list) and len(value) == 2 and value[0] in renamed:
-                node["inputs"][name] = [renamed[value[0]], value[1]]
+                new_id, slot = renamed[value[0]]
+                node["inputs"][name] = [new_id, slot + value[1]]
     return prompt
 
 

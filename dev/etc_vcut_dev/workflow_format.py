@@ -13,6 +13,7 @@ import urllib.request
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
+VIRTUAL_NODES = {"Note", "MarkdownNote"}  # frontend-only nodes, never queued (the 2024 frontend has no MarkdownNote)
 
 
 def _inputs(info: dict):
@@ -72,6 +73,8 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
                     ui["widgets_values"] += [None] + _extra_widget_values(name, spec)
             elif _is_widget(spec) and name in node["inputs"]:
                 ui["widgets_values"] += [value] + _extra_widget_values(name, spec)
+            elif not _is_widget(spec):  # an unwired socket (an optional one), saved as the frontend saves it
+                ui["inputs"].append({"name": name, "type": spec[0], "link": None})
         for slot, (kind, label) in enumerate(zip(info["output"], info.get("output_name", info["output"]))):
             ui["outputs"].append({"name": label, "type": kind, "links": [], "slot_index": slot})
         nodes.append(ui)
@@ -90,6 +93,8 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
     links = {link[0]: link for link in ui["links"]}
     prompt = {}
     for node in ui["nodes"]:
+        if node["type"] in VIRTUAL_NODES:
+            continue
         info = object_info[node["type"]]
         linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
         values = list(node.get("widgets_values", []))
@@ -105,6 +110,15 @@ def ui_to_api(ui: dict, object_info: dict) -> dict:
                 inputs[name] = [str(link[1]), link[2]]
         prompt[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return prompt
+
+
+def declared_only(prompt: dict, object_info: dict) -> dict:
+    """The prompt as a host reads it: inputs its node types do not declare are dropped (a workflow may carry
+    newer hosts' widgets, such as UNETLoader's weight_dtype, which older hosts ignore)."""
+    declared = {t: {**i["input"].get("required", {}), **i["input"].get("optional", {})} for t, i in object_info.items()}
+    return {n: {"class_type": v["class_type"],
+                "inputs": {k: x for k, x in v["inputs"].items() if k in declared[v["class_type"]]}}
+            for n, v in prompt.items()}
 
 
 def renumber(prompt: dict) -> dict:
