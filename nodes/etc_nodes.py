@@ -6,6 +6,7 @@ import torch
 from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
                         load_fps_module, pack, parse_layout, unpack)
 from ..etc_core.grid import check_frame_size, check_grid_latent
+from ..etc_core.keyframes import check_denoise
 from ..etc_core.files.messages import quote
 from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
 from ..etc_core.unet_check import check_image_unet
@@ -92,6 +93,23 @@ def patch_fps(model, fps, fps_weights):
     patched = model.clone()
     patched.add_object_patch(name, FPSConditionedTimeEmbedding(time_embed, module.to(device), fps))
     return patched
+
+
+def grid_latent_input(node, latent, frames, layout, frame_width, frame_height, batch_size):
+    """``latent`` checked against the grid the node's inputs describe, its batch of 1 repeated to
+    ``batch_size`` (each copy gets its own noise in the sampler)."""
+    rows, cols = parse_layout(frames, layout)
+    check_grid_latent(latent, rows, cols)
+    samples = latent["samples"]
+    size = (samples.shape[-1] // cols * 8, samples.shape[-2] // rows * 8)
+    if size != (frame_width, frame_height):
+        raise ValueError(f"{node}: the latent's frames are {size[0]}x{size[1]}, not frame_width x frame_height = "
+                         f"{frame_width}x{frame_height}; set frame_width={size[0]} and frame_height={size[1]}")
+    if samples.shape[0] not in (1, batch_size):
+        raise ValueError(f"{node}: the latent holds {samples.shape[0]} grids and batch_size is {batch_size}; set "
+                         f"batch_size={samples.shape[0]}, or give a latent of one grid")
+    return dict(latent, samples=samples.repeat(batch_size // samples.shape[0], 1, 1, 1),
+                etc_grid=_grid_meta(frames, layout))
 
 
 class ETCEmptyGridLatent:
@@ -245,27 +263,43 @@ class ETCSampler:
             "scheduler": (comfy.samplers.KSampler.SCHEDULERS,),
             "theta": THETA, "me_strength": STRENGTH, "fps": FPS,
             "fps_weights": ([NONE, UNTRAINED] + _fps_files(),),
+        }, "optional": {
+            "latent": ("LATENT", {"tooltip": "a grid latent to start from instead of an empty one: ETC Keyframes' "
+                                  "output (its noise mask keeps the given frames) or a packed source clip "
+                                  "(video-to-video with denoise < 1); must match frames, layout and frame size"}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                  "tooltip": "1: generate from noise; lower: keep that much of the latent's content "
+                                             "(video-to-video), needs a latent"}),
         }}
 
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("frames", "grid_latent")
     FUNCTION = "sample"
     CATEGORY = CATEGORY
-    DESCRIPTION = "ETC text-to-video: grid latent + mixed embedding + FPS, sampled by ComfyUI's KSampler."
+    DESCRIPTION = ("ETC text-to-video: grid latent + mixed embedding + FPS, sampled by ComfyUI's KSampler; with a "
+                   "latent, image-to-video and keyframes (its noise mask) or video-to-video (denoise < 1).")
 
     def sample(self, model, positive, negative, vae, frames, layout, frame_width, frame_height, batch_size, seed,
-               steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights):
+               steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights, latent=None, denoise=1.0):
         import nodes as comfy_nodes
         check_sd_unet(model, "ETCSampler")
         parse_layout(frames, layout)
         check_frame_size(frame_width, frame_height)
+        check_denoise(denoise, "ETCSampler: denoise")
+        if latent is None and denoise < 1.0:
+            raise ValueError(f"ETCSampler: denoise {denoise} needs a latent to keep content from; connect the packed "
+                             "source clip (ETC Grid Pack (latent)) to latent, or set denoise=1")
+        if latent is not None:
+            latent = grid_latent_input("ETCSampler", latent, frames, layout, frame_width, frame_height, batch_size)
         check_sampling_memory("ETCSampler", model, frames, frame_width, frame_height, batch_size, decode=True)
-        (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size, "ETCSampler")
+        if latent is None:
+            (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size,
+                                                      "ETCSampler")
         model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
         if fps_weights != NONE:
             model = patch_fps(model, fps, fps_weights)
         (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                                latent)
+                                                latent, denoise=denoise)
         (frame_latents,) = ETCGridUnpackLatent().unpack(latent, frames, layout)
         images = vae.decode(frame_latents["samples"])
         return (images.reshape(-1, *images.shape[-3:]), latent)

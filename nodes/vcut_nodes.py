@@ -2,6 +2,7 @@
 import logging
 
 from ..vcut_core import SCA_MODES, TCA_MODES, describe_plan, find_cross_attentions, kept_sites, plan_replacements
+from ..vcut_core.locate import one_token_reason
 from .comfy_versions import install_guidance_cutoff, module_to_patch
 
 CATEGORY = "video/VCUT"
@@ -58,11 +59,13 @@ class VCUTGuidanceCutoff:
     RETURN_TYPES = ("MODEL",)
     FUNCTION = "patch"
     CATEGORY = CATEGORY
-    DESCRIPTION = "VCUT guidance cutoff: one UNet pass per step from step c on, with averaged CLIP context."
+    DESCRIPTION = ("VCUT guidance cutoff: one UNet pass per step from step c on. One-token models (SVD family, "
+                   "SV3D, Stable Zero123): the pass reads the mean of the cond and uncond contexts (exact, eq. 4); "
+                   "text models (SD 2.x, ETC): the pass is the conditional branch alone.")
 
     def patch(self, model, cutoff_step):
-        find_cross_attentions(model.model.diffusion_model, model.model)  # refuses many-token models clearly
-        return (install_guidance_cutoff(model.clone(), cutoff_step),)
+        one_token = one_token_reason(model.model.diffusion_model, model.model) is not None
+        return (install_guidance_cutoff(model.clone(), cutoff_step, average_context=one_token),)
 
 
 NODE_CLASS_MAPPINGS = {"VCUTPatchSVD": VCUTPatchSVD, "VCUTGuidanceCutoff": VCUTGuidanceCutoff}
