@@ -112,6 +112,18 @@ def grid_latent_input(node, latent, frames, layout, frame_width, frame_height, b
                 etc_grid=_grid_meta(frames, layout))
 
 
+def keep_masked(sampled, given):
+    """``sampled`` with the latent ``given`` put back where its noise mask keeps it: ComfyUI's samplers keep it
+    only as exactly as their last step lands on the model's (masked) prediction, and UniPC's does not."""
+    mask = given.get("noise_mask")
+    if mask is None:
+        return sampled
+    samples = sampled["samples"]
+    mask = torch.nn.functional.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).float(), size=samples.shape[-2:],
+                                           mode="bilinear").to(samples)
+    return dict(sampled, samples=samples * mask + given["samples"].to(samples) * (1.0 - mask))
+
+
 class ETCEmptyGridLatent:
     @classmethod
     def INPUT_TYPES(cls):
@@ -298,8 +310,9 @@ class ETCSampler:
         model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
         if fps_weights != NONE:
             model = patch_fps(model, fps, fps_weights)
-        (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                                latent, denoise=denoise)
+        (sampled,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive,
+                                                 negative, latent, denoise=denoise)
+        latent = keep_masked(sampled, latent)
         (frame_latents,) = ETCGridUnpackLatent().unpack(latent, frames, layout)
         images = vae.decode(frame_latents["samples"])
         return (images.reshape(-1, *images.shape[-3:]), latent)

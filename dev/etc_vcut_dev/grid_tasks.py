@@ -78,3 +78,17 @@ def grid_task_graph(*, prefix, frames=4, layout="2x2", size=64, steps=3, seed=1,
     g["save"] = {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": prefix, "latent": ["sample", 1],
                                                                     "image": ["sample", 0]}}
     return g
+
+
+def _frame_size(*nodes, size=64):
+    return [f"{node}.{key}={size}" for node in nodes for key in ("frame_width", "frame_height")]
+
+
+# The grid-task workflows of workflows/api sized for the tiny random models (tests/test_workflows.py).
+GRID_TASK_OVERRIDES = {
+    "etc_image_to_video.json": ["5.width=64", "5.height=64"] + _frame_size("6", "7"),
+    "etc_keyframe_interpolation.json": ["5.width=64", "5.height=64", "7.width=64", "7.height=64"]
+    + _frame_size("9", "10"),
+    "etc_video_to_video.json": ["5.width=256", "5.height=256"] + _frame_size("9"),
+    "etc_per_frame_prompts.json": _frame_size("4", "9"),
+}

@@ -85,11 +85,17 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
             "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}}, "version": 0.4}
 
 
+# Nodes only the frontend knows (not in /object_info), never queued.
+FRONTEND_ONLY = ("Note", "MarkdownNote")
+
+
 def ui_to_api(ui: dict, object_info: dict) -> dict:
-    """What the frontend queues for a UI workflow (node ids become strings)."""
+    """What the frontend queues for a UI workflow (node ids become strings; notes left out)."""
     links = {link[0]: link for link in ui["links"]}
     prompt = {}
     for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
         info = object_info[node["type"]]
         linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
         values = list(node.get("widgets_values", []))
