@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from etc_core import unpack
 from etc_vcut_dev.graphs import recorded_events
 from etc_vcut_dev.grid_tasks import color_images, grid_task_graph
-from test_server_sessions import CASES, EXPECTED, _host_samplers, _steps_of_calls, ADAPTIVE
+from test_server_sessions import CASES, _host_samplers, check_cutoff_batches
 
 SIZE = 64
 
@@ -147,14 +147,7 @@ def test_text_model_cutoff_counts_steps_for_every_sampler(comfy_server, sampler,
     name = f"sd2_sampler_{sampler}_{cutoff}"
     comfy_server.run(grid_task_graph(prefix=name, steps=4, size=32, frames=1, layout="1x1", sampler=sampler,
                                      scheduler="karras", cutoff=cutoff, count_file=f"{name}.json"))
-    events = recorded_events(comfy_server, f"{name}.json")
-    batches = [e["batch"] for e in events if "batch" in e]
-    if sampler in ADAPTIVE:
-        assert set(batches) == {2}, batches
-        return
-    call_steps = _steps_of_calls(events)
-    assert batches == [2 if step < cutoff else 1 for step in call_steps], f"{sampler}: steps per call {call_steps}"
-    assert batches == [b // 4 for b in EXPECTED[sampler][cutoff]]
+    check_cutoff_batches(recorded_events(comfy_server, f"{name}.json"), sampler, cutoff, per_pass=1)
 
 
 def _refused(server, graph, match):

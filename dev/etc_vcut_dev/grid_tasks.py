@@ -1,5 +1,6 @@
 """API graphs of ETC's grid tasks (keyframes, video-to-video, per-frame prompts, guidance cutoff), for the tests
 on the tiny random SD 2.x fixture and the measurements on the demo's trained ETC."""
+from .graphs import add_fixture_patches
 
 TINY_SD2 = {"load": {"class_type": "ETCVCUTTestTinySD2", "inputs": {"seed": 0}}}
 TINY_REFS = (["load", 0], ["load", 1], ["load", 2])
@@ -53,12 +54,7 @@ def grid_task_graph(*, prefix, frames=4, layout="2x2", size=64, steps=3, seed=1,
             "conditioning": positive, "frame_conditioning": [f"fp_text{k}", 0], "frame_ranges": ranges, **grid,
             "latent": latent}}
         positive = [f"fp{k}", 0]
-    if low_memory:
-        g["lowmem"] = {"class_type": "ETCVCUTTestLowFreeMemory", "inputs": {"model": model}}
-        model = ["lowmem", 0]
-    if count_file:
-        g["count"] = {"class_type": "ETCVCUTTestCountPasses", "inputs": {"model": model, "filename": count_file}}
-        model = ["count", 0]
+    model = add_fixture_patches(g, model, low_memory, count_file)
     if cutoff is not None:
         g["cutoff"] = {"class_type": "VCUTGuidanceCutoff", "inputs": {"model": model, "cutoff_step": cutoff}}
         model = ["cutoff", 0]
