@@ -5,7 +5,7 @@ import torch
 from ..etc_core import parse_layout
 from ..etc_core.keyframes import cell_mask, parse_frame_numbers, parse_frame_ranges, place_frames
 from ..etc_core.grid import check_grid_latent
-from .etc_nodes import ETCEmptyGridLatent, grid_latent_input
+from .etc_nodes import ETCEmptyGridLatent, batched_latent, check_grid_latent_fits, check_latent_input
 from .widgets import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
 
 FRAME_SIZE = {"default": 256, "min": 8, "max": 4096, "step": 8}
@@ -46,6 +46,9 @@ class ETCKeyframes:
         node = "ETCKeyframes"
         rows, cols = parse_layout(frames, layout)
         numbers = parse_frame_numbers(frame_numbers, frames, f"{node}: frame_numbers")
+        if latent is not None:
+            check_latent_input(node, latent, frames, layout, frame_width, frame_height, batch_size)
+        check_grid_latent_fits(node, frames, frame_width, frame_height, batch_size)
         if images.shape[0] != len(numbers):
             raise ValueError(f"{node}: {images.shape[0]} images for {len(numbers)} frame numbers; give one frame "
                              "number per image (or one image per frame number)")
@@ -56,7 +59,7 @@ class ETCKeyframes:
         if latent is None:
             (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size, node)
         else:
-            latent = grid_latent_input(node, latent, frames, layout, frame_width, frame_height, batch_size)
+            latent = batched_latent(latent, frames, layout, batch_size)
         samples = latent["samples"]
         encoded = vae.encode(images[:, :, :, :3])
         height, width = samples.shape[-2] // rows, samples.shape[-1] // cols

@@ -95,9 +95,8 @@ def patch_fps(model, fps, fps_weights):
     return patched
 
 
-def grid_latent_input(node, latent, frames, layout, frame_width, frame_height, batch_size):
-    """``latent`` checked against the grid the node's inputs describe, its batch of 1 repeated to
-    ``batch_size`` (each copy gets its own noise in the sampler)."""
+def check_latent_input(node, latent, frames, layout, frame_width, frame_height, batch_size):
+    """Refuse a ``latent`` that is not the grid the node's inputs describe (of one grid or ``batch_size``)."""
     rows, cols = parse_layout(frames, layout)
     check_grid_latent(latent, rows, cols)
     samples = latent["samples"]
@@ -108,8 +107,20 @@ def grid_latent_input(node, latent, frames, layout, frame_width, frame_height, b
     if samples.shape[0] not in (1, batch_size):
         raise ValueError(f"{node}: the latent holds {samples.shape[0]} grids and batch_size is {batch_size}; set "
                          f"batch_size={samples.shape[0]}, or give a latent of one grid")
-    return dict(latent, samples=samples.repeat(batch_size // samples.shape[0], 1, 1, 1),
-                etc_grid=_grid_meta(frames, layout))
+
+
+def batched_latent(latent, frames, layout, batch_size):
+    """``latent`` (checked by :func:`check_latent_input`) with its one grid repeated to ``batch_size`` (each
+    copy gets its own noise in the sampler); call after the memory check."""
+    samples = latent["samples"]
+    if samples.shape[0] != batch_size:
+        samples = samples.repeat(batch_size, 1, 1, 1)
+    return dict(latent, samples=samples, etc_grid=_grid_meta(frames, layout))
+
+
+def check_grid_latent_fits(node, frames, frame_width, frame_height, batch_size):
+    check_grid_fits(node, lambda f, w, h: batch_size * 4 * f * (h // 8) * (w // 8) * 4, frames, frame_width,
+                    frame_height, free_memory(), "for the grid latent", batch_size)
 
 
 def keep_masked(sampled, given):
@@ -141,8 +152,7 @@ class ETCEmptyGridLatent:
     def generate(self, frames, frame_width, frame_height, layout, batch_size, node="ETCEmptyGridLatent"):
         grid = _grid_meta(frames, layout)
         check_frame_size(frame_width, frame_height)
-        check_grid_fits(node, lambda f, w, h: batch_size * 4 * f * (h // 8) * (w // 8) * 4, frames, frame_width,
-                        frame_height, free_memory(), "for the grid latent", batch_size)
+        check_grid_latent_fits(node, frames, frame_width, frame_height, batch_size)
         samples = torch.zeros(batch_size, 4, grid["rows"] * (frame_height // 8), grid["cols"] * (frame_width // 8))
         return ({"samples": samples, "etc_grid": grid},)
 
@@ -302,11 +312,13 @@ class ETCSampler:
             raise ValueError(f"ETCSampler: denoise {denoise} needs a latent to keep content from; connect the packed "
                              "source clip (ETC Grid Pack (latent)) to latent, or set denoise=1")
         if latent is not None:
-            latent = grid_latent_input("ETCSampler", latent, frames, layout, frame_width, frame_height, batch_size)
+            check_latent_input("ETCSampler", latent, frames, layout, frame_width, frame_height, batch_size)
         check_sampling_memory("ETCSampler", model, frames, frame_width, frame_height, batch_size, decode=True)
         if latent is None:
             (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size,
                                                       "ETCSampler")
+        else:
+            latent = batched_latent(latent, frames, layout, batch_size)
         model = patch_mixed_embedding(model, frames, layout, theta, me_strength)
         if fps_weights != NONE:
             model = patch_fps(model, fps, fps_weights)
