@@ -26,7 +26,7 @@ def thumbnail(ui: dict, width: int = 480) -> np.ndarray:
         fill = (60, 120, 150) if kind == "Note" else (90, 90, 90)
         cv2.rectangle(image, at(x, y), at(x + w, y + h), fill, -1)
         cv2.rectangle(image, at(x, y), at(x + w, y + h), (200, 200, 200), 1)
-        cv2.putText(image, kind[:22], at(x + 8, y + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1,
+        cv2.putText(image, kind[:16], at(x + 8, y + 30), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1,
                     cv2.LINE_AA)
     return image
 
