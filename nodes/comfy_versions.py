@@ -127,8 +127,9 @@ def _remove_guidance_cutoff(options: dict):
     return previous.previous
 
 
-def install_guidance_cutoff(patcher, cutoff_step: int):
-    """Set the VCUT guidance cutoff on ``patcher`` (a clone) and return it.
+def install_guidance_cutoff(patcher, cutoff_step: int, average_context: bool = True):
+    """Set the VCUT guidance cutoff on ``patcher`` (a clone) and return it; ``average_context``: the model's
+    cross-attention reads one token (else cut steps run the conditional branch alone).
 
     The post-CFG function goes first, so post-CFG functions of other nodes act on
     the cut evaluation's output as they would on a guided one. An earlier cutoff
@@ -138,7 +139,7 @@ def install_guidance_cutoff(patcher, cutoff_step: int):
     options = patcher.model_options
     wrappers = _has_sampler_wrappers()
     cutoff = ComfyGuidanceCutoff(cutoff_step, _remove_guidance_cutoff(options),
-                                 find_plan=None if wrappers else _plan_from_stack)
+                                 find_plan=None if wrappers else _plan_from_stack, average_context=average_context)
     patcher.set_model_unet_function_wrapper(cutoff)
     options["sampler_post_cfg_function"] = [cutoff.post_cfg] + options.get("sampler_post_cfg_function", [])
     if wrappers:

@@ -7,6 +7,7 @@ import torch
 from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddingInput, base_model_fingerprint,
                         load_fps_module, pack, parse_layout, unpack)
 from ..etc_core.grid import check_frame_size, check_grid_latent
+from ..etc_core.keyframes import check_denoise
 from ..etc_core.files.messages import quote
 from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
 from ..etc_core.unet_check import check_image_unet
@@ -96,6 +97,47 @@ def patch_fps(model, fps, fps_weights):
     return patched
 
 
+def check_latent_input(node, latent, frames, layout, frame_width, frame_height, batch_size):
+    """Refuse a ``latent`` that is not the grid the node's inputs describe (of one grid or ``batch_size``)."""
+    rows, cols = parse_layout(frames, layout)
+    check_grid_latent(latent, rows, cols)
+    samples = latent["samples"]
+    size = (samples.shape[-1] // cols * 8, samples.shape[-2] // rows * 8)
+    if size != (frame_width, frame_height):
+        raise ValueError(f"{node}: the latent's frames are {size[0]}x{size[1]}, not frame_width x frame_height = "
+                         f"{frame_width}x{frame_height}; set frame_width={size[0]} and frame_height={size[1]}")
+    if samples.shape[0] not in (1, batch_size):
+        raise ValueError(f"{node}: the latent holds {samples.shape[0]} grids and batch_size is {batch_size}; set "
+                         f"batch_size={samples.shape[0]}, or give a latent of one grid")
+
+
+def batched_latent(latent, frames, layout, batch_size):
+    """``latent`` (checked by :func:`check_latent_input`) with its one grid repeated to ``batch_size`` (each
+    copy gets its own noise in the sampler); call after the memory check."""
+    samples = latent["samples"]
+    if samples.shape[0] != batch_size:
+        samples = samples.repeat(batch_size, 1, 1, 1)
+    return dict(latent, samples=samples, etc_grid=_grid_meta(frames, layout))
+
+
+def check_grid_latent_fits(node, frames, frame_width, frame_height, batch_size):
+    check_grid_fits(node, lambda f, w, h: batch_size * 4 * f * (h // 8) * (w // 8) * 4, frames, frame_width,
+                    frame_height, free_memory(), "for the grid latent", batch_size)
+
+
+def keep_masked(sampled, given):
+    """``sampled`` with the latent ``given`` put back where its noise mask keeps it: ComfyUI's samplers keep it
+    only as exactly as their last step lands on the model's (masked) prediction, and UniPC's does not."""
+    mask = given.get("noise_mask")
+    if mask is None:
+        return sampled
+    samples = sampled["samples"]
+    mask = torch.nn.functional.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).float(), size=samples.shape[-2:],
+                                           mode="bilinear").to(samples)
+    return dict(sampled, samples=samples * mask + given["samples"].to(samples) * (1.0 - mask))
+
+
+
 FRAME_WIDTH = Input("frame_width", "INT", "width of one frame in pixels, a multiple of 8 (one latent pixel is 8x8)",
                     {"default": 256, "min": 8, "max": 4096, "step": 8})
 FRAME_HEIGHT = Input("frame_height", "INT", "height of one frame in pixels, a multiple of 8",
@@ -119,8 +161,7 @@ class ETCEmptyGridLatent:
     def generate(self, frames, frame_width, frame_height, layout, batch_size, node="ETCEmptyGridLatent"):
         grid = _grid_meta(frames, layout)
         check_frame_size(frame_width, frame_height)
-        check_grid_fits(node, lambda f, w, h: batch_size * 4 * f * (h // 8) * (w // 8) * 4, frames, frame_width,
-                        frame_height, free_memory(), "for the grid latent", batch_size)
+        check_grid_latent_fits(node, frames, frame_width, frame_height, batch_size)
         samples = torch.zeros(batch_size, 4, grid["rows"] * (frame_height // 8), grid["cols"] * (frame_width // 8))
         return ({"samples": samples, "etc_grid": grid},)
 
@@ -239,7 +280,8 @@ def _schedulers():
 @node(NodeSpec(
     "ETCSampler", "ETC Sampler (text-to-video)", CATEGORY,
     "ETC text-to-video in one node: an empty grid latent, the mixed embedding and the FPS branch, sampled by "
-    "ComfyUI's KSampler and decoded to frames.",
+    "ComfyUI's KSampler and decoded to frames; with a latent, image-to-video and keyframes (its noise mask) or "
+    "video-to-video (denoise < 1).",
     "sample",
     inputs=(
         MODEL, Input("positive", "CONDITIONING", "what the video shows (CLIP Text Encode of the prompt)"),
@@ -256,23 +298,40 @@ def _schedulers():
         THETA, dataclasses.replace(STRENGTH, name="me_strength"), dataclasses.replace(FPS, tooltip=FPS.tooltip + (
             " or with fps_weights 'none'")),
         Input("fps_weights", lambda: [NONE, UNTRAINED] + _fps_files(),
-              f"'{NONE}': no FPS branch; '{UNTRAINED}'; or {FPS_FILE}")),
+              f"'{NONE}': no FPS branch; '{UNTRAINED}'; or {FPS_FILE}"),
+        Input("latent", "LATENT", "a grid latent to start from instead of an empty one: ETC Keyframes' output (its "
+              "noise mask keeps the given frames) or a packed source clip (video-to-video with denoise < 1); must "
+              "match frames, layout and frame size", optional=True),
+        Input("denoise", "FLOAT", "1: generate from noise; lower: keep that much of the latent's content "
+              "(video-to-video), needs a latent", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01},
+              optional=True)),
     outputs=(Output("IMAGE", "the decoded frames, batch_size x frames images, video after video", "frames"),
              Output("LATENT", "the sampled grid latent (ETC Grid Unpack gives its frames)", "grid_latent"))))
 class ETCSampler:
     def sample(self, model, positive, negative, vae, frames, layout, frame_width, frame_height, batch_size, seed,
-               steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights):
+               steps, cfg, sampler_name, scheduler, theta, me_strength, fps, fps_weights, latent=None, denoise=1.0):
         import nodes as comfy_nodes
         check_sd_unet(model, "ETCSampler")
         parse_layout(frames, layout)
         check_frame_size(frame_width, frame_height)
+        check_denoise(denoise, "ETCSampler: denoise")
+        if latent is None and denoise < 1.0:
+            raise ValueError(f"ETCSampler: denoise {denoise} needs a latent to keep content from; connect the packed "
+                             "source clip (ETC Grid Pack (latent)) to latent, or set denoise=1")
+        if latent is not None:
+            check_latent_input("ETCSampler", latent, frames, layout, frame_width, frame_height, batch_size)
         check_sampling_memory("ETCSampler", model, frames, frame_width, frame_height, batch_size, decode=True)
-        (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size, "ETCSampler")
+        if latent is None:
+            (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size,
+                                                      "ETCSampler")
+        else:
+            latent = batched_latent(latent, frames, layout, batch_size)
         model = patch_mixed_embedding(model, frames, layout, theta, me_strength, latent["samples"].shape[-2:])
         if fps_weights != NONE:
             model = patch_fps(model, fps, fps_weights)
-        (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                                latent)
+        (sampled,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive,
+                                                 negative, latent, denoise=denoise)
+        latent = keep_masked(sampled, latent)
         (frame_latents,) = ETCGridUnpackLatent().unpack(latent, frames, layout)
         images = vae.decode(frame_latents["samples"])
         return (images.reshape(-1, *images.shape[-3:]), latent)

@@ -1,13 +1,16 @@
 """Guidance cutoff (VCUT eq. 4) in ComfyUI: classifier-free guidance only in the first c steps.
 
 Steps ``0 .. c-1`` run the usual two passes (cond and uncond). From step ``c`` on
-the UNet runs once per model evaluation. Its cross-attention context is the mean
-of the cond and uncond contexts: the SCA/TCA outputs are the affine map
+the UNet runs once per model evaluation. On a model whose cross-attention reads one
+token (``average_context``), its context is the mean of the cond and uncond contexts: the SCA/TCA outputs are the affine map
 ``L(ctx) = to_out(to_v(ctx))``, and ``L(mean(a, b)) = mean(L(a), L(b))``, which is
 eq. 4's ``M = 1/2 (L_cond + L_uncond)``. Other conditioning (the init-image
 latent, the added time ids) is the cond's. The one result stands for both cond
 and uncond: the denoised output of such an evaluation is that result, whatever
 guidance rule (plain CFG, SVD's per-frame linear CFG) would have combined them.
+On a model that reads many tokens (a text model such as ETC's SD 2.x) no mean of the
+contexts is exact (attention is not linear in a context of many keys), so a cut
+evaluation runs the conditional branch alone: the cond chunks, never the uncond's.
 
 ComfyUI calls the model either with cond and uncond in one batch or, when free
 memory is short, as two calls (uncond first). :class:`ComfyGuidanceCutoff` handles
@@ -45,10 +48,11 @@ def mean_contexts(cond_c: dict, uncond_c: dict) -> dict:
     return merged
 
 
-def chunk_conditioning(c: dict, batch: int, chunks: int, index: int) -> dict:
-    """Chunk ``index`` of every batched tensor in ``c`` (ComfyUI concatenates cond chunks)."""
-    return {key: value.chunk(chunks)[index] if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch
-            else value for key, value in c.items()}
+def select_chunks(c: dict, batch: int, chunks: int, indices) -> dict:
+    """Chunks ``indices`` of every batched tensor in ``c`` (ComfyUI concatenates cond chunks)."""
+    return {key: torch.cat([value.chunk(chunks)[i] for i in indices])
+            if torch.is_tensor(value) and value.ndim > 0 and value.shape[0] == batch else value
+            for key, value in c.items()}
 
 
 def _single_call(args, c, first_call_c):
@@ -72,8 +76,9 @@ class ComfyGuidanceCutoff:
     start of sampling).
     """
 
-    def __init__(self, cutoff_step: int, previous=None, find_plan=None):
+    def __init__(self, cutoff_step: int, previous=None, find_plan=None, average_context=True):
         self.cutoff_step = int(cutoff_step)
+        self.average_context = average_context
         self.previous, self.find_plan = previous, find_plan
         self.set_plan(None)
 
@@ -125,11 +130,13 @@ class ComfyGuidanceCutoff:
         if step is None or step < self.cutoff_step:
             return self._apply(apply_model, args)
         x, c = args["input"], args["c"]
+        if not self.average_context:
+            return self._conditional_alone(apply_model, args, cond_or_uncond, sigma)
         if sorted(cond_or_uncond) == [COND, UNCOND]:
             chunks = len(cond_or_uncond)
             i_cond, i_uncond = cond_or_uncond.index(COND), cond_or_uncond.index(UNCOND)
-            merged = mean_contexts(chunk_conditioning(c, x.shape[0], chunks, i_cond),
-                                   chunk_conditioning(c, x.shape[0], chunks, i_uncond))
+            merged = mean_contexts(select_chunks(c, x.shape[0], chunks, [i_cond]),
+                                   select_chunks(c, x.shape[0], chunks, [i_uncond]))
             single = _single_call(args, merged, c)
             single.update(input=x.chunk(chunks)[i_cond], timestep=args["timestep"].chunk(chunks)[i_cond])
             out = self._apply(apply_model, single)
@@ -147,6 +154,29 @@ class ComfyGuidanceCutoff:
         # A cond call that came first (or without any uncond: cfg 1) runs as it is, and so does its uncond.
         self.guided_sigma = sigma
         return self._apply(apply_model, args)
+
+    def _conditional_alone(self, apply_model, args, cond_or_uncond, sigma):
+        """A cut call on a many-token model: the cond chunks run (every cond entry, e.g. per-frame masked
+        prompts), the uncond ones do not; each uncond chunk is given the first cond chunk's output, so any
+        guidance rule combines them into the cond's prediction (the post-CFG function returns it anyway)."""
+        self.cut_sigma = sigma
+        x = args["input"]
+        keep = [i for i, kind in enumerate(cond_or_uncond) if kind != UNCOND]
+        if not keep:  # an uncond call of its own (low memory): its output is never used
+            return torch.zeros_like(x)
+        if len(keep) == len(cond_or_uncond):
+            return self._apply(apply_model, args)
+        chunks = len(cond_or_uncond)
+        c = select_chunks(args["c"], x.shape[0], chunks, keep)
+        options = dict(c.get("transformer_options", {}))
+        options["cond_or_uncond"] = [cond_or_uncond[i] for i in keep]
+        if options.get("uuids"):
+            options["uuids"] = [options["uuids"][i] for i in keep]
+        out = self._apply(apply_model, dict(
+            args, input=torch.cat([x.chunk(chunks)[i] for i in keep]), c=dict(c, transformer_options=options),
+            timestep=torch.cat([args["timestep"].chunk(chunks)[i] for i in keep]),
+            cond_or_uncond=options["cond_or_uncond"])).chunk(len(keep))
+        return torch.cat([out[keep.index(i)] if i in keep else out[0] for i in range(chunks)])
 
     def post_cfg(self, args):
         """Ends an evaluation: a cut evaluation's output is its single pass."""

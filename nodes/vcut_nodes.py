@@ -2,6 +2,7 @@
 import logging
 
 from ..vcut_core import SCA_MODES, TCA_MODES, describe_plan, find_cross_attentions, kept_sites, plan_replacements
+from ..vcut_core.locate import one_token_reason
 from .comfy_versions import install_guidance_cutoff, module_to_patch
 from .node_spec import Input, NodeSpec, Output, mappings, node
 
@@ -50,15 +51,19 @@ class VCUTPatchSVD:
 @node(NodeSpec(
     "VCUTGuidanceCutoff", "VCUT Guidance Cutoff", CATEGORY,
     "VCUT eq. 4: classifier-free guidance only in the first c sampler steps; from step c on, each model call "
-    "is one UNet pass instead of two (cond and uncond), with the mean of their image contexts.",
+    "is one UNet pass instead of two (cond and uncond). One-token models (SVD family, SV3D, Stable Zero123): the "
+    "pass reads the mean of the cond and uncond contexts (exact, eq. 4); text models (SD 2.x, ETC): the pass is "
+    "the conditional branch alone.",
     "patch",
-    inputs=(MODEL, Input("cutoff_step", "INT", STEPS_TOOLTIP, {"default": 17, "min": 0, "max": 10000})),
+    inputs=(Input("model", "MODEL", "any ComfyUI diffusion model sampled with CFG: SVD family, SV3D and Stable "
+                  "Zero123 (mean context) or SD 2.x / ETC text models (conditional branch alone)"),
+            Input("cutoff_step", "INT", STEPS_TOOLTIP, {"default": 17, "min": 0, "max": 10000})),
     outputs=(Output("MODEL", "a clone of the model that samples with the cutoff; the input model is "
                     "unchanged"),)))
 class VCUTGuidanceCutoff:
     def patch(self, model, cutoff_step):
-        find_cross_attentions(model.model.diffusion_model, model.model)  # refuses many-token models clearly
-        return (install_guidance_cutoff(model.clone(), cutoff_step),)
+        one_token = one_token_reason(model.model.diffusion_model, model.model) is not None
+        return (install_guidance_cutoff(model.clone(), cutoff_step, average_context=one_token),)
 
 
 NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = mappings(VCUTPatchSVD, VCUTGuidanceCutoff)

@@ -114,3 +114,30 @@ def test_an_earlier_wrapper_runs_in_place_of_the_model(cutoff_module):
         out = _call(cutoff, _model([]), sigma, (1, 0), ["u", "c"])
         cutoff.post_cfg({"sigma": torch.tensor([sigma]), "cond_denoised": out[1:], "denoised": out[1:]})
     assert calls == [[1, 0], [0]]
+
+
+def test_many_token_cutoff_runs_every_cond_chunk_and_no_uncond(cutoff_module):
+    """``average_context=False`` (a text model): a cut call runs the cond chunks only (two masked prompt entries
+    here), each uncond chunk gets the first cond's output; run apart, the uncond call reaches no model."""
+    seen = []
+    cutoff = cutoff_module.ComfyGuidanceCutoff(1, average_context=False)
+    cutoff.set_plan(_plan(SIGMAS))
+
+    def call(order, uuids, sigma=2.0):
+        contexts = {0: COND_CONTEXT, 1: UNCOND_CONTEXT}
+        x = torch.arange(len(order) * 3, dtype=torch.float32).view(len(order), 3)
+        c = {"c_crossattn": torch.cat([contexts[k] for k in order]),
+             "transformer_options": {"uuids": uuids, "cond_or_uncond": list(order)}}
+        return x, cutoff(_model(seen), {"input": x, "timestep": torch.full((len(order),), sigma), "c": c,
+                                        "cond_or_uncond": list(order)})
+
+    cutoff.post_cfg({"sigma": torch.tensor([3.0]), "cond_denoised": None, "denoised": torch.zeros(1)})  # step 0
+    x, out = call((1, 0, 0), ["u", "a", "b"])
+    assert seen == [(2, ["a", "b"], [0, 0])]
+    assert torch.equal(out[1:], x[1:]) and torch.equal(out[0], x[1])  # the model adds the cond context, 0
+    cond = torch.ones(1, 3)
+    assert torch.equal(cutoff.post_cfg({"sigma": torch.tensor([2.0]), "cond_denoised": cond, "denoised": -cond}),
+                       cond)
+    seen.clear()
+    _, out = call((1,), ["u"], sigma=1.0)  # step 2, cond and uncond apart: the uncond comes first
+    assert seen == [] and torch.equal(out, torch.zeros(1, 3))

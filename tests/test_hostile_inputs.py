@@ -18,6 +18,7 @@ from etc_core import FPSEmbedding, save_fps_module
 from etc_core.data.video_filter import read_jsonl
 from etc_core.files.video_io import write_video
 from etc_vcut_dev.graphs import etc_graph, etc_patch_graph, svd_graph
+from etc_vcut_dev.grid_tasks import grid_task_graph
 from etc_vcut_dev.node_checks import audio_samples, refusal, tree_digest
 from etc_vcut_dev.tiny_diffusers import write_moving_square as _moving_square
 
@@ -140,9 +141,31 @@ def _huge_empty_latent():
     return graph
 
 
+def _huge_keyframes():
+    """ETCKeyframes asked for 1024 frames of 4096x4096 (batch 64) with one small image: refused on the grid's
+    memory before the image's size is looked at."""
+    graph = grid_task_graph(prefix="huge_keys", frames=1024, layout="auto", size=4096, batch=64,
+                            keyframes=("0", ["key", 0]))
+    graph["key"] = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}}
+    return graph
+
+
+def _huge_latent_sampler():
+    """ETCSampler given a fixture latent of 4 grids of 1024 frames of 4096x4096 (holding no memory)."""
+    graph = grid_task_graph(prefix="huge_latent_sampler", frames=1024, layout="32x32", size=4096, batch=4,
+                            source=["unused", 0])
+    del graph["src_enc"], graph["src_pack"]
+    graph["grid"] = {"class_type": "ETCVCUTTestShapeLatent", "inputs": {"batch": 4, "height": 16384,
+                                                                         "width": 16384}}
+    graph["sample"]["inputs"]["latent"] = ["grid", 0]
+    return graph
+
+
 @pytest.mark.parametrize("node, graph, batch", [("ETCSampler", _huge_grid_sampler, 4),
                                                 ("ETCMixedEmbedding", _huge_grid_patch, 4),
-                                                ("ETCEmptyGridLatent", _huge_empty_latent, 64)])
+                                                ("ETCEmptyGridLatent", _huge_empty_latent, 64),
+                                                ("ETCKeyframes", _huge_keyframes, 64),
+                                                ("ETCSampler", _huge_latent_sampler, 4)])
 def test_a_grid_too_big_for_memory_is_refused_before_it_is_allocated(comfy_server, normal, node, graph, batch):
     before = tree_digest(*_folders(comfy_server))
     with PeakRSS(comfy_server) as rss:

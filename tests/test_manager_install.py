@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.skipif(
     reason="comfyui-manager 4.x (the registry's) needs ComfyUI >= 0.3; run with COMFYUI_PATH=<current ComfyUI>")]
 PACK_NODES = {"VCUTPatchSVD", "VCUTGuidanceCutoff", "ETCEmptyGridLatent", "ETCGridPackLatent", "ETCGridUnpackLatent",
               "ETCGridPackImage", "ETCGridUnpackImage", "ETCMixedEmbedding", "ETCFPSConditioning", "ETCSampler",
-              "ETCSaveVideo", "ETCVideoFilter", "ETCTrainer", "ETCTrainCommand"}
+              "ETCSaveVideo", "ETCVideoFilter", "ETCTrainer", "ETCTrainCommand", "ETCKeyframes",
+              "ETCPerFrameConditioning"}
 
 
 @pytest.fixture

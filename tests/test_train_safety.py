@@ -11,7 +11,6 @@ import time
 import zlib
 
 import pytest
-from safetensors.torch import load_file
 
 from etc_vcut_dev.comfy_host import REPO, ComfyServer, PromptError
 from etc_vcut_dev.graphs import etc_patch_graph

@@ -27,6 +27,7 @@ import time
 
 from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path
 from etc_vcut_dev.client import apply_overrides, run
+from etc_vcut_dev.grid_tasks import GRID_TASK_OVERRIDES
 
 TINY_LOADERS = {"ImageOnlyCheckpointLoader": "ETCVCUTTestTinySVD", "CheckpointLoaderSimple": "ETCVCUTTestTinySD2"}
 # Single-part loaders (the ETC templates load a UNet, text encoder and VAE apart): the tiny SD 2.x output they stand for.
@@ -47,7 +48,7 @@ DEMO_OVERRIDES = {"svd_baseline.json": SVD_OVERRIDES, "svd_vcut.json": SVD_OVERR
                   "sv3d_vcut.json": ["3.width=64", "3.height=64", "3.video_frames=4"],
                   "zero123_vcut.json": ["3.width=64", "3.height=64", "3.batch_size=4"],
                   "etc_text_to_video.json": ["7.frame_width=64", "7.frame_height=64", "7.fps_weights=none"],
-                  **SMOKE_OVERRIDES}
+                  **SMOKE_OVERRIDES, **GRID_TASK_OVERRIDES}
 HELD_OUT = ("green", "up")
 TRAIN_STEPS, LR = 500, 5e-4
 FRAMES, LAYOUT, SIZE, FPS = 8, "2x4", 32, 4

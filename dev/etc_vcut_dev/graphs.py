@@ -46,13 +46,7 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
         "save": {"class_type": "ETCVCUTTestSaveTensors", "inputs": {"prefix": prefix, "latent": ["sample", 0]}},
     }
     g[load] = loader
-    model = [load, 0]
-    if low_memory:
-        g["lowmem"] = {"class_type": "ETCVCUTTestLowFreeMemory", "inputs": {"model": model}}
-        model = ["lowmem", 0]
-    if count_file:
-        g["count"] = {"class_type": "ETCVCUTTestCountPasses", "inputs": {"model": model, "filename": count_file}}
-        model = ["count", 0]
+    model = add_fixture_patches(g, [load, 0], low_memory, count_file)
     if vcut:
         g["vcut"] = {"class_type": "VCUTPatchSVD", "inputs": {"model": model, "sca_mode": vcut[0],
                                                                "tca_mode": vcut[1]}}
@@ -70,6 +64,18 @@ def svd_graph(*, color=0x3366CC, frames=4, size=64, steps=6, cfg=2.5, seed=7, vc
         del g["lincfg"]
         g["sample"]["inputs"]["model"] = model
     return g
+
+
+def add_fixture_patches(g: dict, model: list, low_memory=False, count_file=None) -> list:
+    """Adds the fixture patches to ``g`` in front of ``model``: ``low_memory`` (cond and uncond run apart),
+    ``count_file`` (UNet calls recorded there); returns the patched MODEL output."""
+    if low_memory:
+        g["lowmem"] = {"class_type": "ETCVCUTTestLowFreeMemory", "inputs": {"model": model}}
+        model = ["lowmem", 0]
+    if count_file:
+        g["count"] = {"class_type": "ETCVCUTTestCountPasses", "inputs": {"model": model, "filename": count_file}}
+        model = ["count", 0]
+    return model
 
 
 def etc_graph(*, frames=4, layout="2x2", size=64, steps=3, seed=1, fps=8, fps_weights="none", prefix="etc",

@@ -173,4 +173,17 @@ def thumbnail(name: str, title: str, docs: str) -> Image.Image:
     if name == "etc_training_launch":
         return training(title, "fine-tune SD 2.1 into ETC on your clips", "A short first run; the paper trains "
                         "about 15000 steps (raise max_steps, resume).")
+    demo = "ETC, the first command's model: 8 frames in one 2x4 grid, 4 fps"
+    not_yet = "No sample shown yet: the frames marked given are kept, the graph makes the others."
+    if name == "etc_image_to_video":
+        return image_to_frames(title, demo, 8, 4, 1.0, not_yet, ["given"] + [str(i) for i in range(1, 8)])
+    if name == "etc_keyframe_interpolation":
+        return image_to_frames(title, demo, 8, 4, 1.0, not_yet,
+                               ["given"] + [str(i) for i in range(1, 7)] + ["given"])
+    if name == "etc_video_to_video":
+        return image_to_frames(title, demo + ", from a source clip", 8, 4, 1.0,
+                               "No sample shown yet: each frame is the source's, re-made at denoise 0.6.")
+    if name == "etc_per_frame_prompts":
+        return image_to_frames(title, demo, 8, 4, 1.0, "No sample shown yet: each frame follows the prompt of its "
+                               "range.", ["red"] * 4 + ["green"] * 4)
     raise KeyError(name)

@@ -88,8 +88,9 @@ def api_to_ui(prompt: dict, object_info: dict) -> dict:
             "config": {}, "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}}, "version": 0.4}
 
 
+
 def ui_to_api(ui: dict, object_info: dict) -> dict:
-    """What the frontend queues for a UI workflow (node ids become strings)."""
+    """What the frontend queues for a UI workflow (node ids become strings; notes left out)."""
     links = {link[0]: link for link in ui["links"]}
     prompt = {}
     for node in ui["nodes"]:
