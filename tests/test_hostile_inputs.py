@@ -5,8 +5,6 @@ prompt with the same result as before."""
 import json
 import os
 import shutil
-import threading
-import time
 
 import numpy as np
 import psutil
@@ -20,34 +18,19 @@ from etc_core.files.video_io import write_video
 from etc_vcut_dev.graphs import etc_graph, etc_patch_graph, svd_graph
 from etc_vcut_dev.grid_tasks import grid_task_graph
 from etc_vcut_dev.node_checks import audio_samples, refusal, tree_digest
+from etc_vcut_dev.peak_memory import PeakMemory
 from etc_vcut_dev.tiny_diffusers import write_moving_square as _moving_square
 
 TINY_BASE = "sd-unet:in=4,ch=32,temb=128"
 MiB = 2**20
 
 
-class PeakRSS:
+class PeakRSS(PeakMemory):
     """The server's peak resident memory above its level at the start, sampled every 10 ms."""
 
     def __init__(self, server):
-        self.process = psutil.Process(server.process.pid)
-
-    def __enter__(self):
-        self.start = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def _sample(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.01)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.growth = self.peak - self.start
+        process = psutil.Process(server.process.pid)
+        super().__init__(lambda: process.memory_info().rss)
 
 
 def _normal(server, prefix):

@@ -10,11 +10,13 @@ import struct
 import time
 import zlib
 
+import psutil
 import pytest
 
 from etc_vcut_dev.comfy_host import REPO, ComfyServer, PromptError
 from etc_vcut_dev.graphs import etc_patch_graph
 from etc_vcut_dev.node_checks import refusal, tree_digest
+from etc_vcut_dev.peak_memory import PeakMemory
 
 MiB = 2**20
 
@@ -34,10 +36,10 @@ def checkpoint_steps(folder) -> list:
 
 def peak_rss_growth(server, run):
     """``(result of run(), the server's peak resident memory above its start, sampled every 10 ms)``."""
-    from test_hostile_inputs import PeakRSS
-    with PeakRSS(server) as rss:
+    process = psutil.Process(server.process.pid)
+    with PeakMemory(lambda: process.memory_info().rss) as peak:
         result = run()
-    return result, rss.growth
+    return result, peak.growth
 
 
 # 1. Memory
