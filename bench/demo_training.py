@@ -30,7 +30,7 @@ def trainer_for(folder: str, layout: str, batch: int, precision: str, cache: boo
     vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
     pretrained = tiny_base.write_pretrained(os.path.join(folder, f"pretrained_{layout}"), vae,
                                             unet_config=tiny_base.UNET_LAYOUTS[layout])
-    config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, f"run_{layout}_{batch}_{cache}"),
+    config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, f"run_{layout}_{batch}_{cache}_{precision}"),
                          ratios=(0.9, 0.05, 0.05), frames=demo.FRAMES, layout=demo.LAYOUT, resolution=demo.SIZE,
                          caption_dropout=0.1, mixed_precision=precision, lr=demo.LR, batch_size=batch,
                          max_steps=1, checkpoint_every=10**9, seed=0, cache_latents=cache, **data)
@@ -40,8 +40,8 @@ def trainer_for(folder: str, layout: str, batch: int, precision: str, cache: boo
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["sd21:8", "level0:8"],
-                        help="LAYOUT:BATCH[:cache], LAYOUT a key of tiny_base.UNET_LAYOUTS, cache: the trainer's "
-                        "cache_latents; the first is the reference")
+                        help="LAYOUT:BATCH[:cache][:bf16|:no], LAYOUT a key of tiny_base.UNET_LAYOUTS, cache: the "
+                        "trainer's cache_latents, bf16/no: this variant's precision; the first is the reference")
     parser.add_argument("--precision", default="no", help="the trainer's mixed_precision (no: fp32)")
     parser.add_argument("--steps", type=int, default=3, help="steps per variant per round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -50,9 +50,10 @@ def main():
     args = parser.parse_args()
     import torch
     from etc_vcut_dev import demo
-    variants = [(v.split(":")[0], int(v.split(":")[1]), v.endswith(":cache")) for v in args.variants]
+    variants = [(v.split(":")[0], int(v.split(":")[1]), ":cache" in v,
+                 next((p for p in ("bf16", "no") if v.endswith(":" + p)), args.precision)) for v in args.variants]
     with tempfile.TemporaryDirectory() as folder:
-        trainers = [trainer_for(folder, *variant[:2], args.precision, variant[2]) for variant in variants]
+        trainers = [trainer_for(folder, layout, batch, precision, cache) for layout, batch, cache, precision in variants]
         params = [sum(p.numel() for p in t.unet.parameters()) for t in trainers]
         for t in trainers:  # warm-up steps (first-call allocations, the text cache; the latent cache fills)
             t.config.max_steps = args.warmup
@@ -67,21 +68,22 @@ def main():
                 per_round[i].append((time.perf_counter() - start) / args.steps)
         load_after = os.getloadavg()
     rows = []
-    for (layout, batch, cache), n, times in zip(variants, params, per_round):
+    for (layout, batch, cache, precision), n, times in zip(variants, params, per_round):
         ratios = [a / b for a, b in zip(times, per_round[0])]
-        rows.append({"layout": layout, "batch": batch, "cache_latents": cache, "parameters": n, "seconds_per_step": times,
+        rows.append({"layout": layout, "batch": batch, "cache_latents": cache, "precision": precision, "parameters": n, "seconds_per_step": times,
                      "median": statistics.median(times), "ratio_median": statistics.median(ratios),
                      "ratio_min": min(ratios), "ratio_max": max(ratios)})
     result = {"machine": demo.machine(), "precision": args.precision, "steps_per_round": args.steps,
               "rounds": args.rounds, "loadavg_1_5_15_before": load_before, "loadavg_1_5_15_after": load_after,
               "torch_threads": torch.get_num_threads(), "variants": rows}
-    print(f"{result['machine']}, mixed_precision={args.precision}, load before {load_before[0]:.2f}, "
+    print(f"{result['machine']}, mixed_precision={args.precision} unless named, load before {load_before[0]:.2f}, "
           f"after {load_after[0]:.2f}")
-    print("| layout | batch | latent cache | params (M) | s/step median (min-max) | ratio to first, median (min-max) |")
-    print("|---|---:|---|---:|---|---|")
+    print("| layout | batch | latent cache | precision | params (M) | s/step median (min-max) | ratio to first, median (min-max) |")
+    print("|---|---:|---|---|---:|---|---|")
     for r in rows:
         t = r["seconds_per_step"]
-        print(f"| {r['layout']} | {r['batch']} | {'yes' if r['cache_latents'] else 'no'} | {r['parameters'] / 1e6:.1f} | {r['median']:.2f} ({min(t):.2f}-"
+        print(f"| {r['layout']} | {r['batch']} | {'yes' if r['cache_latents'] else 'no'} | "
+              f"{r['precision']} | {r['parameters'] / 1e6:.1f} | {r['median']:.2f} ({min(t):.2f}-"
               f"{max(t):.2f}) | {r['ratio_median']:.2f} ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) |")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", f"demo_training_{args.name}.json"), "w") as f:

@@ -7,8 +7,9 @@
    into ComfyUI's folders for the stock UNETLoader, CLIPLoader and VAELoader (FPS file in models/etc), and
    queues the ETC text-to-video workflow over the HTTP API with the held-out caption. Writes the video, the
    frames as PNGs and a frame strip.
-2. VCUT: the SVD workflows on random tiny weights, timed fairly (one warm-up each, then runs alternated,
-   baseline and VCUT with the same seed in each pair, medians).
+2. VCUT: the SVD workflows on random tiny weights, timed fairly (one warm-up each, then SVD_PAIRS alternated
+   pairs, baseline and VCUT with the same seed in each pair; the median of the per-pair ratios with their
+   spread, and how much CPU other processes took meanwhile).
 3. The other example workflows (long ETC video, training launch) on tiny random models, untimed smoke runs.
 
 Everything lands in demo_output/ (summary.md, summary.json).
