@@ -105,6 +105,23 @@ def test_trainers_of_other_precisions_follow_each_other_in_one_process(setup, tm
         assert len(trainer.train()) == 1
 
 
+def test_learning_rate_warms_up_then_follows_the_cosine_to_zero_also_across_a_resume(setup, tmp_path):
+    """lr of each optimizer step: (s + 1) / warmup * lr during the warm-up, then lr * (1 + cos(pi * p)) / 2 with
+    p the share of the remaining steps done; a resumed run continues the schedule where it stopped."""
+    import math
+    config = dict(lr=1e-3, lr_schedule="cosine", lr_warmup_steps=2, max_steps=6)
+    expected = [0.5e-3, 1e-3] + [0.5e-3 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    seen = []
+    trainer = ETCTrainer(_config(setup, tmp_path / "a", **config))
+    trainer.train(progress=lambda *_: seen.append(trainer.optimizer.param_groups[0]["lr"]),
+                  should_stop=lambda: trainer.step == 3)
+    resumed = ETCTrainer(_config(setup, tmp_path / "a", **config), resume=True)
+    resumed.train(progress=lambda *_: seen.append(resumed.optimizer.param_groups[0]["lr"]))
+    # the lr an optimizer step used is the one before the scheduler stepped after it
+    used = [expected[0]] + seen[:-1]
+    assert used == pytest.approx(expected) and seen[-1] == pytest.approx(0.0, abs=1e-12)
+
+
 def test_killed_and_resumed_run_ends_equal_to_uninterrupted(setup, tmp_path):
     straight = ETCTrainer(_config(setup, tmp_path / "a"))
     straight.train()

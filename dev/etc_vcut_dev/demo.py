@@ -7,8 +7,9 @@
    into ComfyUI's folders for the stock UNETLoader, CLIPLoader and VAELoader (FPS file in models/etc), and
    queues the ETC text-to-video workflow over the HTTP API with the held-out caption. Writes the video, the
    frames as PNGs and a frame strip.
-2. VCUT: the SVD workflows on random tiny weights, timed fairly (one warm-up each, then runs alternated,
-   baseline and VCUT with the same seed in each pair, medians).
+2. VCUT: the SVD workflows on random tiny weights, timed fairly (one warm-up each, then SVD_PAIRS alternated
+   pairs, baseline and VCUT with the same seed in each pair; the median of the per-pair ratios with their
+   spread, and how much CPU other processes took meanwhile).
 3. The other example workflows (long ETC video, training launch) on tiny random models, untimed smoke runs.
 
 Everything lands in demo_output/ (summary.md, summary.json).
@@ -50,8 +51,9 @@ DEMO_OVERRIDES = {"svd_baseline.json": SVD_OVERRIDES, "svd_vcut.json": SVD_OVERR
                   "etc_text_to_video.json": ["7.frame_width=64", "7.frame_height=64", "7.fps_weights=none"],
                   **SMOKE_OVERRIDES, **GRID_TASK_OVERRIDES}
 HELD_OUT = ("green", "up")
-TRAIN_STEPS, LR = 500, 5e-4
+TRAIN_STEPS, LR, BATCH, WARMUP, SCHEDULE = 500, 5e-4, 8, 0, "constant"
 FRAMES, LAYOUT, SIZE, FPS = 8, "2x4", 32, 4
+SVD_PAIRS = 8
 
 
 def tiny_training_inputs(base: str, run: str) -> list:
@@ -82,7 +84,19 @@ def cpu_precision() -> str:
     return "bf16" if not torch.cuda.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
 
 
-def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = 8, lr: float = LR) -> dict:
+def progress_bar(steps: int):
+    """The trainer's ``progress`` callback as a terminal bar with rate, ETA and loss; returns (callback, bar)."""
+    from tqdm import tqdm
+    bar = tqdm(total=steps, desc="[etc train]", unit="step", mininterval=2.0)
+
+    def progress(step, total, loss):
+        bar.update(step - bar.n)
+        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    return progress, bar
+
+
+def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = BATCH, lr: float = LR,
+              precision: str = None, warmup: int = WARMUP, schedule: str = SCHEDULE, unet: str = None) -> dict:
     """Synthetic set, tiny base model, fine-tune with etc_core.train; returns the files for ComfyUI."""
     import numpy as np
 
@@ -96,17 +110,20 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
                        for _ in range(256)])
     vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
     tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
-    pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae)
+    pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae,
+                                            unet_config=tiny_base.UNET_LAYOUTS[unet] if unet else None)
     config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, "run"),
                          video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
                          label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=FRAMES, layout=LAYOUT,
-                         resolution=SIZE, me_strength=me_strength, caption_dropout=0.1, mixed_precision=cpu_precision(),
-                         lr=lr, batch_size=batch, max_steps=steps, checkpoint_every=10**9, seed=0)
+                         resolution=SIZE, me_strength=me_strength, caption_dropout=0.1,
+                         mixed_precision=precision or cpu_precision(), lr=lr, lr_schedule=schedule,
+                         lr_warmup_steps=warmup, batch_size=batch, max_steps=steps, checkpoint_every=10**9, seed=0)
     trainer = ETCTrainer(config)
+    progress, bar = progress_bar(steps)
     start = time.perf_counter()
-    losses = trainer.train(progress=lambda s, n, loss: log(f"[etc train] step {s}/{n} loss {loss:.4f}")
-                           if s % 25 == 0 or s == n else None)
+    losses = trainer.train(progress=progress)
     seconds = time.perf_counter() - start
+    bar.close()
     final = trainer.export()
     return {"unet": os.path.join(final, "etc_unet_comfyui.safetensors"), "fps": os.path.join(final, "etc_fps.safetensors"),
             "text_encoder": trainer.text_encoder, "vae": vae, "train_seconds": seconds, "losses": losses,
@@ -247,20 +264,69 @@ def timed_run(server, prompt) -> float:
     return time.perf_counter() - start
 
 
-def svd_timings(server, pairs: int = 3) -> dict:
-    """Warm-up once per graph, then ``pairs`` alternated (baseline, VCUT) runs; each pair shares a seed that no
-    earlier run used, so neither ComfyUI version can answer from its output cache."""
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of the processes ``pids`` so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far, all cores (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """How busy the machine was with other work while a timing ran: CPU seconds of every process but ours
+    (this one and ``pids``, the ComfyUI server) per wall second, in cores, and the load averages. Timings
+    taken while others used a sizeable share of the cores are noise, whatever their spread says."""
+
+    def __init__(self, pids):
+        self.pids = [os.getpid(), *pids]
+
+    def __enter__(self):
+        self.load_before = os.getloadavg()[0]
+        self.start = (time.perf_counter(), machine_cpu_seconds(), cpu_seconds(self.pids))
+        return self
+
+    def __exit__(self, *exc):
+        wall, machine, ours = (now - then for now, then in zip(
+            (time.perf_counter(), machine_cpu_seconds(), cpu_seconds(self.pids)), self.start))
+        cores = os.cpu_count()
+        self.result = {"other_processes_cores": round(max(0.0, machine - ours) / wall, 2), "cores": cores,
+                       "loadavg_1min_before": round(self.load_before, 2),
+                       "loadavg_1min_after": round(os.getloadavg()[0], 2)}
+        # a quarter of a core of other work shifts a 2-core CPU-bound timing by more than VCUT's gain at this size
+        self.result["busy"] = self.result["other_processes_cores"] > 0.25
+
+
+def svd_timings(server, pairs: int = SVD_PAIRS) -> dict:
+    """Warm-up once per graph, then ``pairs`` alternated (baseline, VCUT) pairs, the order swapped every other
+    pair so that a trend in the machine's speed favours neither; each pair shares a seed that no earlier run
+    used, so neither ComfyUI version can answer from its output cache. The ratio is the median of the
+    per-pair ratios, with their quartiles, minimum and maximum; ``load`` says how busy the machine was."""
     names = {"baseline": "svd_baseline.json", "vcut": "svd_vcut.json"}
     warm = {key: timed_run(server, workflow(name, SVD_OVERRIDES + ["7.seed=1000"])) for key, name in names.items()}
     runs = {key: [] for key in names}
-    for i in range(pairs):
-        for key, name in names.items():
-            runs[key].append(timed_run(server, workflow(name, SVD_OVERRIDES + [f"7.seed={i}"])))
-            log(f"[svd timing] {key} run {i + 1}/{pairs}: {runs[key][-1]:.2f} s")
-    medians = {key: statistics.median(values) for key, values in runs.items()}
+    with OtherLoad([server.process.pid]) as load:
+        for i in range(pairs):
+            for key in (names if i % 2 == 0 else reversed(list(names))):
+                runs[key].append(timed_run(server, workflow(names[key], SVD_OVERRIDES + [f"7.seed={i}"])))
+            log(f"[svd timing] pair {i + 1}/{pairs}: baseline {runs['baseline'][-1]:.2f} s, "
+                f"VCUT {runs['vcut'][-1]:.2f} s")
+    ratios = [v / b for b, v in zip(runs["baseline"], runs["vcut"])]
+    quartiles = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
     return {"measured": "wall time of one whole prompt (POST /prompt to its /history entry): tiny random-weight SVD "
                         "UNet, 8 frames of 128x64, 25 euler steps, cfg 2.5, VAE decode and MP4",
-            "warm_up": warm, "runs": runs, "median": medians, "vcut_over_baseline": medians["vcut"] / medians["baseline"]}
+            "warm_up": warm, "runs": runs, "median": {key: statistics.median(v) for key, v in runs.items()},
+            "pair_ratios": ratios, "vcut_over_baseline": statistics.median(ratios),
+            "ratio_quartiles": [quartiles[0], quartiles[2]], "ratio_min_max": [min(ratios), max(ratios)],
+            "load": load.result}
 
 
 # -- main ----------------------------------------------------------------------------------------------------
@@ -268,10 +334,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
     parser.add_argument("--lr", type=float, default=LR)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="learning-rate warm-up steps")
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default=SCHEDULE, help="learning rate after "
+                        "the warm-up")
+    parser.add_argument("--unet", help="a UNet layout of tiny_base.UNET_LAYOUTS instead of tiny_base.UNET_CONFIG "
+                        "(bench/demo_training.py times them)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto",
+                        help="training precision: auto (bf16 where the CPU has bf16 instructions, else fp32), "
+                        "bf16, or no (fp32: what a CPU without bf16 runs, for timing it on one that has bf16)")
     parser.add_argument("--me-strength", type=float, default=1.0, help="mixed embedding strength in training and "
                         "sampling (0: the ablation)")
     parser.add_argument("--seeds", type=int, default=10, help="held-out-caption samples scored in summary.json")
     parser.add_argument("--skip-svd", action="store_true", help="ETC only (for the ablation)")
+    parser.add_argument("--svd-pairs", type=int, default=SVD_PAIRS, help="alternated (baseline, VCUT) pairs timed")
     parser.add_argument("--out", default=os.path.join(REPO, "demo_output"))
     args = parser.parse_args(argv)
     import numpy as np
@@ -282,11 +358,16 @@ def main(argv=None) -> int:
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     summary = {"machine": machine(), "comfyui": comfyui_path()}
-    model = train_etc(os.path.join(out, "etc"), args.train_steps, args.me_strength, lr=args.lr)
-    summary["etc_train"] = {"steps": args.train_steps, "lr": args.lr, "seconds": round(model["train_seconds"], 1),
+    precision = cpu_precision() if args.precision == "auto" else args.precision
+    with OtherLoad([]) as train_load:
+        model = train_etc(os.path.join(out, "etc"), args.train_steps, args.me_strength, args.batch, args.lr,
+                          precision, args.warmup, args.schedule, args.unet)
+    summary["etc_train"] = {"steps": args.train_steps, "lr": args.lr, "batch": args.batch, "warmup": args.warmup,
+                            "schedule": args.schedule, "unet": args.unet or "default",
+                            "seconds": round(model["train_seconds"], 1),
                             "loss_first_25": float(np.mean(model["losses"][:25])),
                             "loss_last_25": float(np.mean(model["losses"][-25:])), "me_strength": args.me_strength,
-                            "precision": cpu_precision()}
+                            "precision": precision, "load": train_load.result}
     with ComfyServer(os.path.join(out, "comfy")) as server:
         files = install_etc(model, server.base)
         caption = synthetic.caption(*HELD_OUT)
@@ -310,7 +391,7 @@ def main(argv=None) -> int:
             f"{HELD_OUT[1]} ({directions})")
         if not args.skip_svd:
             write_example_image(os.path.join(server.base, "input", "example.png"))
-            summary["svd"] = svd_timings(server)
+            summary["svd"] = svd_timings(server, args.svd_pairs)
             for name, overrides in SMOKE_OVERRIDES.items():
                 prompt = workflow(name, overrides)
                 if name == "etc_training_launch.json":
@@ -335,13 +416,25 @@ def summary_markdown(summary: dict) -> str:
              f"(loss {summary['etc_train']['loss_first_25']:.3f} -> {summary['etc_train']['loss_last_25']:.3f}), "
              f"held-out caption '{held['caption']}': {held['correct']}/{held['of']} samples move that way, "
              f"{held['one_square_per_frame']}/{held['of']} have one square in every frame", ""]
+    train_load = summary["etc_train"].get("load", {})
+    if train_load.get("busy"):
+        lines += [f"Training time taken while other processes used {train_load['other_processes_cores']:.2f} of "
+                  f"{train_load['cores']} cores: slower than on an idle machine.", ""]
     if "svd" in summary:
         svd = summary["svd"]
+        load = svd["load"]
         lines += [f"SVD ({svd['measured']}), seconds:", "",
                   "| graph | warm-up | runs (alternated) | median |", "|---|---:|---|---:|"]
         lines += [f"| {key} | {svd['warm_up'][key]:.2f} | {', '.join(f'{v:.2f}' for v in svd['runs'][key])} | "
                   f"{svd['median'][key]:.2f} |" for key in ("baseline", "vcut")]
-        lines += ["", f"VCUT / baseline (medians): {svd['vcut_over_baseline']:.3f}"]
+        lines += ["", f"VCUT / baseline, median of {len(svd['pair_ratios'])} pairs: {svd['vcut_over_baseline']:.3f} "
+                  f"(quartiles {svd['ratio_quartiles'][0]:.3f}-{svd['ratio_quartiles'][1]:.3f}, "
+                  f"min {svd['ratio_min_max'][0]:.3f}, max {svd['ratio_min_max'][1]:.3f})", "",
+                  f"Other processes used {load['other_processes_cores']:.2f} of {load['cores']} cores during the "
+                  f"timing (1-min load average {load['loadavg_1min_before']:.2f} before, "
+                  f"{load['loadavg_1min_after']:.2f} after): " +
+                  ("the machine was BUSY, so these times and the ratio are not a fair measurement; rerun on an idle "
+                   "machine" if load["busy"] else "the machine was otherwise idle")]
     lines += ["", f"Total: {summary['total_seconds']} s", ""]
     return "\n".join(lines)
 

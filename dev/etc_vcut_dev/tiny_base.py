@@ -31,6 +31,13 @@ UNET_CONFIG = dict(sample_size=8, block_out_channels=(320,) * 4, layers_per_bloc
                    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
                    cross_attention_dim=1024, attention_head_dim=5, use_linear_projection=True)
+# Layouts bench/demo_training.py compares: cross-attention where SD 2.1 has it, or on the first level only
+# (the one UNETLoader needs: output_blocks.11.1), with or without the middle block.
+_LEVEL0 = dict(UNET_CONFIG, down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * 3,
+               up_block_types=("UpBlock2D",) * 3 + ("CrossAttnUpBlock2D",))
+UNET_LAYOUTS = {"sd21": UNET_CONFIG, "level0": _LEVEL0, "level0_nomid": dict(_LEVEL0, mid_block_type=None),
+                "level01": dict(UNET_CONFIG, down_block_types=("CrossAttnDownBlock2D",) * 2 + ("DownBlock2D",) * 2,
+                                up_block_types=("UpBlock2D",) * 2 + ("CrossAttnUpBlock2D",) * 2)}
 TEXT_LAYERS, COMFY_TEXT_LAYERS = 2, 24
 
 
@@ -114,11 +121,13 @@ def zero_residual_init(unet):
     return unet
 
 
-def write_pretrained(folder: str, vae, seed: int = 0) -> str:
-    """The diffusers folder the trainer reads (unet, vae, text_encoder, tokenizer, scheduler)."""
+def write_pretrained(folder: str, vae, seed: int = 0, unet_config: dict = None) -> str:
+    """The diffusers folder the trainer reads (unet, vae, text_encoder, tokenizer, scheduler); ``unet_config``
+    replaces UNET_CONFIG (bench/demo_training.py compares layouts)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     torch.manual_seed(seed)
-    zero_residual_init(UNet2DConditionModel(**UNET_CONFIG)).save_pretrained(os.path.join(folder, "unet"))
+    unet = zero_residual_init(UNet2DConditionModel(**(unet_config or UNET_CONFIG)))
+    unet.save_pretrained(os.path.join(folder, "unet"))
     vae.save_pretrained(os.path.join(folder, "vae"))
     text_encoder(seed + 1).save_pretrained(os.path.join(folder, "text_encoder"))
     clip_tokenizer(pad_token="!").save_pretrained(os.path.join(folder, "tokenizer"))

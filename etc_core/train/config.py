@@ -6,6 +6,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import math
 import os
 
 from ..files.atomic import write_json_atomic
@@ -29,6 +30,25 @@ def _integer(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(config, steps_per_step: int = 1):
+    """The learning-rate multiplier as a function of the scheduler's step count: a linear warm-up over
+    ``lr_warmup_steps``, then 1 (constant) or a half cosine down to 0 at ``max_steps`` (cosine, as in
+    diffusers' ``get_cosine_schedule_with_warmup``). ``steps_per_step``: scheduler steps per optimizer step
+    (accelerate steps a prepared scheduler once per process)."""
+    warmup, total = config.lr_warmup_steps * steps_per_step, config.max_steps * steps_per_step
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.lr_schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return factor
+
+
 # field: (test, what the value must be)
 _RULES = {
     "pretrained": (lambda v: isinstance(v, str) and v != "", "a non-empty path"),
@@ -45,6 +65,8 @@ _RULES = {
     "me_strength": (lambda v: _number(v) and v >= 0, "a number >= 0 (0: no mixed embedding)"),
     "caption_dropout": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
     "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
+    "lr_warmup_steps": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
     "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
               "two numbers in [0, 1)"),
     "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
@@ -87,6 +109,8 @@ class TrainConfig:
     me_strength: float = 1.0             # mixed-embedding scale; 0 switches ME off (the paper's ablation)
     caption_dropout: float = 0.0         # share of samples trained with the empty caption (what CFG's negative uses)
     lr: float = 1e-4
+    lr_schedule: str = "constant"        # constant | cosine (to 0 at max_steps), after lr_warmup_steps
+    lr_warmup_steps: int = 0             # linear warm-up from 0
     betas: tuple = (0.9, 0.9)
     weight_decay: float = 0.03
     batch_size: int = 1

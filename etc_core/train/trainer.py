@@ -38,7 +38,8 @@ from ..grid import pack, parse_layout
 from ..mixed_embedding import MixedEmbeddingInput
 from . import checkpoint
 from .checkpoint_rotation import check_free_disk, rotated_out, tensors_bytes
-from .config import SKIPPED_FILES, ConfigError, TrainConfig, check_output_dir, checkpoints, claim_output_dir
+from .config import (SKIPPED_FILES, ConfigError, TrainConfig, check_output_dir, checkpoints, claim_output_dir,
+                     lr_factor)
 from .export import comfyui_lora, save_comfyui_unet
 from .pretrained import check_pretrained, load_models
 
@@ -138,7 +139,7 @@ class ETCTrainer:
         optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=config.lr,
                                       betas=tuple(config.betas), weight_decay=config.weight_decay,
                                       fused=deepspeed is None)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, self.accelerator.num_processes))
         if deepspeed is not None:  # no DataLoader here, so DeepSpeed's "auto" batch sizes come from the config
             deepspeed.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
             deepspeed.deepspeed_config["train_batch_size"] = (config.batch_size * config.gradient_accumulation_steps
