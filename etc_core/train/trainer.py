@@ -208,9 +208,14 @@ class ETCTrainer:
     def _checkpoint_bytes(self) -> int:
         """The tensors a checkpoint holds: the model, the optimizer state and the EMA copy."""
         unet = self.accelerator.unwrap_model(self.unet)
-        moments = [t for state in self.optimizer.state_dict()["state"].values() for t in state.values()
-                   if torch.is_tensor(t)]
-        return tensors_bytes(unet.state_dict().values()) + tensors_bytes(moments) + tensors_bytes(self.ema or [])
+        weights = tensors_bytes(unet.state_dict().values())
+        if self._deepspeed():
+            # ZeRO's optimizer state_dict has not torch's layout: count AdamW's two moments per weight.
+            moments = 2 * weights
+        else:
+            moments = tensors_bytes(t for state in self.optimizer.state_dict()["state"].values()
+                                    for t in state.values() if torch.is_tensor(t))
+        return weights + moments + tensors_bytes(self.ema or [])
 
     def save_checkpoint(self) -> str:
         final = os.path.join(self.config.output_dir, f"checkpoint-{self.step}")
