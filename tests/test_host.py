@@ -10,7 +10,8 @@ def test_every_node_is_listed_by_object_info_with_declared_types(comfy_server):
     info = comfy_server.get("/object_info")
     names = ["VCUTPatchSVD", "VCUTGuidanceCutoff", "ETCEmptyGridLatent", "ETCGridPackLatent", "ETCGridUnpackLatent",
              "ETCGridPackImage", "ETCGridUnpackImage", "ETCMixedEmbedding", "ETCFPSConditioning", "ETCSampler",
-             "ETCSaveVideo", "ETCVideoFilter", "ETCTrainer", "ETCTrainCommand"]
+             "ETCSaveVideo", "ETCVideoFilter", "ETCTrainer", "ETCTrainCommand", "ETCKeyframes",
+             "ETCPerFrameConditioning"]
     for name in names:
         assert name in info, f"{name} missing from /object_info"
         entry = info[name]

@@ -16,7 +16,7 @@ EXPERIMENTAL = {"ETCTrainer", "ETCTrainCommand", "ETCVideoFilter"}
 
 def _pack_nodes(info: dict) -> dict:
     nodes = {name: entry for name, entry in info.items() if entry["category"].startswith(("video/ETC", "video/VCUT"))}
-    assert len(nodes) == 14
+    assert len(nodes) == 16
     return nodes
 
 

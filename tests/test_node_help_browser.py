@@ -30,7 +30,7 @@ OPEN_HELP = """async (names) => {
 def test_frontend_help_panel_shows_each_nodes_page(comfy_server):
     info = comfy_server.get("/object_info")
     pack = {n: e for n, e in info.items() if e["category"].startswith(("video/ETC", "video/VCUT"))}
-    assert len(pack) == 14
+    assert len(pack) == 16
     with frontend_page(playwright.sync_playwright, comfy_server.url) as page:
         shown = page.evaluate(OPEN_HELP, sorted(pack))
     if shown is None:
