@@ -1,6 +1,7 @@
 """nodes/node_spec.py: the classic node API made from a spec, and on hosts with ``comfy_api.latest``
 (ComfyUI 0.3.75) the V3 twin of every pack node, checked against what the real server lists for the
 classic node and run through ComfyUI's executor (docs/node-api.md)."""
+import importlib
 import json
 import math
 import os
@@ -9,13 +10,16 @@ import sys
 import pytest
 
 from etc_core.files.video_io import read_video_metadata
-from etc_vcut_dev.comfy_host import PromptError, comfyui_path
+from etc_vcut_dev.comfy_host import PACK_DIR_NAME, PromptError, comfyui_path
 from etc_vcut_dev.pack import import_pack
 
 
 @pytest.fixture(scope="module")
 def spec():
-    return import_pack().nodes.node_spec
+    # By dotted name: an in-process ComfyUI (tests/test_host.py) re-imports the pack under the same name, and
+    # the new package object gets no attribute for the submodules already in sys.modules.
+    import_pack()
+    return importlib.import_module(f"{PACK_DIR_NAME}.nodes.node_spec")
 
 
 def _toy(spec, choices):
@@ -66,7 +70,7 @@ def test_float_guard_still_reads_the_spec_inputs(spec):
 
 def test_every_pack_node_has_a_spec_with_help_on_everything():
     pack = import_pack()
-    assert len(pack.NODE_CLASS_MAPPINGS) == 14
+    assert len(pack.NODE_CLASS_MAPPINGS) == 16
     for name, node_class in pack.NODE_CLASS_MAPPINGS.items():
         spec = node_class.SPEC
         assert spec.node_id == name and pack.NODE_DISPLAY_NAME_MAPPINGS[name] == spec.display_name
@@ -125,7 +129,7 @@ def test_v3_twins_list_what_the_classic_nodes_list(comfy_server, v3_host):
     would get for its V3 twin, up to spelling the frontend reads alike (COMBO options, false flags)."""
     _, twins = v3_host
     listed = comfy_server.get("/object_info")
-    assert len(twins) == 14
+    assert len(twins) == 16
     for name, twin in twins.items():
         assert _as_classic(twin.GET_NODE_INFO_V1(), listed[name]) == listed[name], name
 
