@@ -139,7 +139,14 @@ class TinyCLIPLoader:
         return (tiny_sd2(seed)[1],)
 
 
-_recorder = {"calls": None, "path": None}
+_recorder = {"calls": None, "path": None, "prompt": None}
+
+
+def _prompt_id():
+    """The prompt the server runs now: progress steps of later prompts that never call the counted model (other
+    tests' graphs on the same server) are not recorded into this one's file."""
+    import server
+    return server.PromptServer.instance.last_prompt_id
 
 
 def _flush():
@@ -150,7 +157,7 @@ def _flush():
 def _record_progress(hook):
     """Progress-bar hook that also logs each sampler step ('progress': i + 1) among the recorded calls."""
     def recording_hook(value, total, *args, **kwargs):
-        if _recorder["calls"] is not None:
+        if _recorder["calls"] is not None and _recorder["prompt"] == _prompt_id():
             _recorder["calls"].append({"progress": int(value)})
             _flush()
         if hook is not None:
@@ -175,7 +182,7 @@ class CountUNetPasses:
         import comfy.utils
         path = os.path.join(folder_paths.get_output_directory(), filename)
         calls = []
-        _recorder.update(calls=calls, path=path)
+        _recorder.update(calls=calls, path=path, prompt=_prompt_id())
         if not getattr(comfy.utils.PROGRESS_BAR_HOOK, "records_progress", False):
             comfy.utils.set_progress_bar_global_hook(_record_progress(comfy.utils.PROGRESS_BAR_HOOK))
 
@@ -185,7 +192,7 @@ class CountUNetPasses:
                           "cond_or_uncond": list(args["cond_or_uncond"]),
                           "input_sum": args["input"].chunk(len(args["cond_or_uncond"]))[0].double().sum().item(),
                           "output_sums": [o.double().sum().item() for o in out.chunk(len(args["cond_or_uncond"]))]})
-            _recorder.update(calls=calls, path=path)
+            _recorder.update(calls=calls, path=path, prompt=_prompt_id())
             _flush()
             return out
 
