@@ -118,6 +118,8 @@ def test_template_browser_shows_every_template_with_its_thumbnail(page, tmp_path
         if route in response.url and response.url.endswith(".jpg"):
             fetched.append((urllib.parse.unquote(response.url.rsplit("/", 1)[1]), response.status))
     page.on("response", record)
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": 2400})  # the dialog renders only the cards in view
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     try:
         page.get_by_text(PACK_DIR_NAME).first.click(timeout=30000)
@@ -133,5 +135,6 @@ def test_template_browser_shows_every_template_with_its_thumbnail(page, tmp_path
         page.screenshot(path=os.path.join(out_dir, "template_browser.png"))
     finally:  # the dialog does not close on Escape: a fresh page for the next test
         page.remove_listener("response", record)
+        page.set_viewport_size(size)
         page.reload()
         page.wait_for_function("!!(window.app && window.app.graph && window.app.graphToPrompt)", timeout=120000)
