@@ -43,6 +43,10 @@ class InProcessComfy:
         import yaml
         with open(config) as f:
             entry = yaml.safe_load(f)["etcvcut"]
+        # An earlier instance in this process may have had its folders deleted (pytest's tmp_path of a passed
+        # test); the custom-node loader would fail listing them.
+        paths, extensions = folder_paths.folder_names_and_paths["custom_nodes"]
+        folder_paths.folder_names_and_paths["custom_nodes"] = ([p for p in paths if os.path.isdir(p)], extensions)
         for key, sub in entry.items():
             if key != "base_path":
                 folder_paths.add_model_folder_path(key, os.path.join(base, sub))
