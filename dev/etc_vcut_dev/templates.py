@@ -48,6 +48,13 @@ DEMO_MODEL = ("1. This graph samples the tiny ETC model that the pack's first co
               "models/etc/.")
 OWN_MODEL = ("Your own model: " + OWN_EXPORT + " Load it as in the template 'ETC text to video' (its Note says "
              "how) and set frames, layout and frame size to those you trained.")
+
+
+def _grid_task_note(inputs: str, makes: str) -> str:
+    """The Note of a grid-task template: the demo's model, what to feed it, what Run makes, your own model."""
+    return "\n".join([DEMO_MODEL, f"2. {inputs}", f"3. Run: {makes}.", "", OWN_MODEL])
+
+
 # name (workflows/ui/<name>.json) -> (title = example_workflows file name, Note text)
 TEMPLATES = {
     "svd_vcut": ("SVD image to video with VCUT", "\n".join([
@@ -101,28 +108,24 @@ TEMPLATES = {
         "3. Run: 256 frames of 256x160 in one 16x16 grid (a 4096x2560 image: a large GPU; fewer frames and a "
         "smaller layout for less) -> output/ETC/long_*.mp4.",
         "", "For the tiny model of the first command use the template 'ETC text to video'."])),
-    "etc_image_to_video": ("ETC image to video", "\n".join([
-        DEMO_MODEL,
-        "2. Pick your first frame in Load Image (example.png is a placeholder): for the demo's model a 32x32 frame "
+    "etc_image_to_video": ("ETC image to video", _grid_task_note(
+        "Pick your first frame in Load Image (example.png is a placeholder): for the demo's model a 32x32 frame "
         "of one coloured square on light grey, as its training clips. ETC Keyframes encodes it into frame 0's "
         "grid cell and keeps it (noise mask); ETC Sampler generates frames 1-7 around it.",
-        "3. Run: 8 frames of 32x32 in one 2x4 grid at 4 fps -> output/ETC/i2v_*.mp4.", "", OWN_MODEL])),
-    "etc_keyframe_interpolation": ("ETC keyframe interpolation", "\n".join([
-        DEMO_MODEL,
-        "2. Pick the first and the last frame in the two Load Image nodes (frame_numbers '0, 7': the first image "
+        "8 frames of 32x32 in one 2x4 grid at 4 fps -> output/ETC/i2v_*.mp4")),
+    "etc_keyframe_interpolation": ("ETC keyframe interpolation", _grid_task_note(
+        "Pick the first and the last frame in the two Load Image nodes (frame_numbers '0, 7': the first image "
         "is frame 0, the second frame 7). The frames between are generated.",
-        "3. Run: 8 frames of 32x32 in one 2x4 grid at 4 fps -> output/ETC/keyframes_*.mp4.", "", OWN_MODEL])),
-    "etc_video_to_video": ("ETC video to video", "\n".join([
-        DEMO_MODEL,
-        "2. Put the source clip in ComfyUI/input/ as ONE grid image of 2x4 frames in reading order (e.g. saved "
+        "8 frames of 32x32 in one 2x4 grid at 4 fps -> output/ETC/keyframes_*.mp4")),
+    "etc_video_to_video": ("ETC video to video", _grid_task_note(
+        "Put the source clip in ComfyUI/input/ as ONE grid image of 2x4 frames in reading order (e.g. saved "
         "from ETC Grid Pack (image)) and pick it in Load Image. denoise 0.6 keeps the motion and layout; lower "
         "keeps more of the source, higher follows the prompt more.",
-        "3. Run: 8 frames of 32x32 at 4 fps -> output/ETC/v2v_*.mp4.", "", OWN_MODEL])),
-    "etc_per_frame_prompts": ("ETC per-frame prompts", "\n".join([
-        DEMO_MODEL,
-        "2. Frames 0-3 follow the first ETC Per-Frame Conditioning's prompt, frames 4-7 the second's; a frame in "
+        "8 frames of 32x32 at 4 fps -> output/ETC/v2v_*.mp4")),
+    "etc_per_frame_prompts": ("ETC per-frame prompts", _grid_task_note(
+        "Frames 0-3 follow the first ETC Per-Frame Conditioning's prompt, frames 4-7 the second's; a frame in "
         "no range follows the global prompt. Chain one node per range; a frame takes one range.",
-        "3. Run: 8 frames of 32x32 in one 2x4 grid at 4 fps -> output/ETC/per_frame_*.mp4.", "", OWN_MODEL])),
+        "8 frames of 32x32 in one 2x4 grid at 4 fps -> output/ETC/per_frame_*.mp4")),
     "etc_training_launch": ("ETC training (short run)", "\n".join([
         "Fine-tunes SD 2.1 into ETC inside ComfyUI. The default is a short first run (300 steps, a checkpoint "
         "every 100) to check data and setup; the paper trains for about 15000 steps: raise max_steps and set "
