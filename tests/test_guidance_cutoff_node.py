@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from etc_vcut_dev.pack import import_pack
+from etc_vcut_dev.pack import import_pack, pack_submodule
 
 SIGMAS = (3.0, 2.0, 1.0)
 COND_CONTEXT, UNCOND_CONTEXT = torch.zeros(1, 1, 4), torch.ones(1, 1, 4)
@@ -13,12 +13,12 @@ COND_CONTEXT, UNCOND_CONTEXT = torch.zeros(1, 1, 4), torch.ones(1, 1, 4)
 
 @pytest.fixture(scope="module")
 def cutoff_module():
-    return import_pack().nodes.guidance_cutoff
+    return pack_submodule("nodes.guidance_cutoff")
 
 
 def _plan(sigmas):
     """One evaluation per step, as the pack's own copy of vcut_core (the one its nodes use) plans them."""
-    return [import_pack().vcut_core.Evaluation(sigma, step) for step, sigma in enumerate(sigmas)]
+    return [pack_submodule("vcut_core").Evaluation(sigma, step) for step, sigma in enumerate(sigmas)]
 
 
 def test_importing_the_pack_imports_nothing_of_comfyui():

@@ -1,7 +1,6 @@
 """nodes/node_spec.py: the classic node API made from a spec, and on hosts with ``comfy_api.latest``
 (ComfyUI 0.3.75) the V3 twin of every pack node, checked against what the real server lists for the
 classic node and run through ComfyUI's executor (docs/node-api.md)."""
-import importlib
 import json
 import math
 import os
@@ -10,16 +9,13 @@ import sys
 import pytest
 
 from etc_core.files.video_io import read_video_metadata
-from etc_vcut_dev.comfy_host import PACK_DIR_NAME, PromptError, comfyui_path
-from etc_vcut_dev.pack import import_pack
+from etc_vcut_dev.comfy_host import PromptError, comfyui_path
+from etc_vcut_dev.pack import import_pack, pack_submodule
 
 
 @pytest.fixture(scope="module")
 def spec():
-    # By dotted name: an in-process ComfyUI (tests/test_host.py) re-imports the pack under the same name, and
-    # the new package object gets no attribute for the submodules already in sys.modules.
-    import_pack()
-    return importlib.import_module(f"{PACK_DIR_NAME}.nodes.node_spec")
+    return pack_submodule("nodes.node_spec")
 
 
 def _toy(spec, choices):
@@ -61,7 +57,7 @@ def test_classic_api_from_a_spec(spec):
 
 def test_float_guard_still_reads_the_spec_inputs(spec):
     """nodes/input_checks.py finds the FLOAT inputs of a spec'd node and refuses NaN before it runs."""
-    checks = import_pack().nodes.input_checks
+    checks = pack_submodule("nodes.input_checks")
     toy = checks.guard_float_inputs(_toy(spec, ["x"]), "ToyNode")
     with pytest.raises(ValueError, match=r"ToyNode: extra is .*not a finite number"):
         toy().run(a=1, pick="x", model=None, extra=math.nan)

@@ -25,3 +25,11 @@ def import_pack():
                 del sys.modules[name]
             raise
     return sys.modules[PACK_DIR_NAME]
+
+
+def pack_submodule(dotted: str):
+    """A module of the pack by dotted name (``"nodes.input_checks"``). Attribute access on the package is not
+    enough: an in-process ComfyUI (tests/test_host.py) re-imports the pack under the same name, and the new
+    package object gets no attribute for submodules already in ``sys.modules``."""
+    import_pack()
+    return importlib.import_module(f"{PACK_DIR_NAME}.{dotted}")
