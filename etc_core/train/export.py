@@ -1,8 +1,10 @@
 """diffusers ``UNet2DConditionModel`` -> the original (LDM) key layout that ComfyUI's stock
 "Load Diffusion Model" (UNETLoader) node reads from ``ComfyUI/models/unet``.
 
-The key table is the standard Stable Diffusion one (4 levels, 2 ResNets per level, attention in the
-first three down levels and the last three up levels), so it applies to SD 2.x layouts.
+The key table is the Stable Diffusion one (4 levels, 2 ResNets per level), with attention in the levels
+that have it (SD 2.x: the first three down and the last three up levels). In an LDM output block the
+upsampler follows the ResNet and, where the level has one, the transformer: ``output_blocks.N.2`` after
+attention, ``output_blocks.N.1`` without.
 """
 import torch
 from safetensors.torch import save_file
@@ -13,7 +15,8 @@ _RESNET = [("in_layers.0", "norm1"), ("in_layers.2", "conv1"), ("out_layers.0", 
            ("out_layers.3", "conv2"), ("emb_layers.1", "time_emb_proj"), ("skip_connection", "conv_shortcut")]
 
 
-def _layer_prefixes():
+def _layer_prefixes(up_attention):
+    """(LDM prefix, diffusers prefix) pairs; ``up_attention(i)``: whether up level ``i`` has attention."""
     pairs = []
     for i in range(4):
         for j in range(2):
@@ -26,7 +29,7 @@ def _layer_prefixes():
                 pairs.append((f"output_blocks.{3 * i + j}.1.", f"up_blocks.{i}.attentions.{j}."))
         if i < 3:
             pairs.append((f"input_blocks.{3 * (i + 1)}.0.op.", f"down_blocks.{i}.downsamplers.0.conv."))
-            pairs.append((f"output_blocks.{3 * i + 2}.{1 if i == 0 else 2}.", f"up_blocks.{i}.upsamplers.0."))
+            pairs.append((f"output_blocks.{3 * i + 2}.{2 if up_attention(i) else 1}.", f"up_blocks.{i}.upsamplers.0."))
     pairs.append(("middle_block.1.", "mid_block.attentions.0."))
     pairs += [(f"middle_block.{2 * j}.", f"mid_block.resnets.{j}.") for j in range(2)]
     return pairs
@@ -34,7 +37,7 @@ def _layer_prefixes():
 
 def unet_to_ldm(state_dict: dict) -> dict:
     """Rename a diffusers UNet state dict to LDM keys (``input_blocks...``, no prefix)."""
-    layers = _layer_prefixes()
+    layers = _layer_prefixes(lambda i: any(k.startswith(f"up_blocks.{i}.attentions.") for k in state_dict))
     out = {}
     for key, value in state_dict.items():
         new = key
