@@ -5,9 +5,8 @@ Paths follow nodes/paths.py: the manifest under input/ or models/, the CLIP by n
 import os
 
 from ..etc_core.data.manifest import read_manifest
-from ..etc_core.data.video_filter import check_filter_output, filter_videos
+from ..etc_core.data.video_filter import check_filter_output, filter_videos, load_clip
 from ..etc_core.files.media_header import MAX_FRAME_PIXELS
-from ..etc_core.train.vae import SAFE_LOAD
 from .node_spec import Input, NodeSpec, Output, mappings, node
 from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path, server_paths_hidden
 from .widgets import ETC_CATEGORY as CATEGORY
@@ -45,14 +44,12 @@ class ETCVideoFilter:
 
     def _run(self, manifest, output, alpha, clip, frames, max_frame_pixels):
         import comfy.utils
-        from transformers import CLIPModel, CLIPProcessor
         manifest = input_path(manifest, "manifest")
         output = output_path(output, "output")
         clip_path = clip_folder(clip)
         entries, _ = read_manifest(manifest, "video", allowed_roots())
         check_filter_output(output)
-        model = CLIPModel.from_pretrained(clip_path, **SAFE_LOAD).eval()
-        processor = CLIPProcessor.from_pretrained(clip_path, local_files_only=True)
+        model, processor = load_clip(clip_path)
         os.makedirs(os.path.dirname(output), exist_ok=True)
         bar = comfy.utils.ProgressBar(len(entries))
         kept = filter_videos(entries, output, alpha, model, processor, frames,

@@ -4,14 +4,14 @@
 
 ``--input`` is JSONL with ``{"video": path, "caption": text}`` per line (relative paths are taken from
 the file's folder), or a folder of videos with same-name ``.txt`` captions. ``--clip`` is a local CLIP
-folder (transformers format). Re-running resumes; a file the filter did not write is never replaced.
+folder (transformers format, weights as .safetensors). Re-running resumes; a file the filter did not write is never replaced.
 """
 import argparse
 import sys
 
 from ..files.media_header import MAX_FRAME_PIXELS
 from .manifest import read_manifest
-from .video_filter import check_filter_output, filter_videos
+from .video_filter import check_filter_output, filter_videos, load_clip
 
 
 def main(argv=None) -> int:
@@ -30,9 +30,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from transformers import CLIPModel, CLIPProcessor
-    model = CLIPModel.from_pretrained(args.clip, local_files_only=True).eval()
-    processor = CLIPProcessor.from_pretrained(args.clip, local_files_only=True)
+    model, processor = load_clip(args.clip)
     kept = filter_videos(entries, args.output, args.alpha, model, processor, args.frames,
                          progress=lambda i, n: print(f"\rscored {i}/{n}", end="", file=sys.stderr),
                          max_pixels=args.max_frame_pixels)

@@ -16,6 +16,7 @@ import torch
 
 from .manifest import read_jsonl, write_jsonl_atomic
 from ..files.media_header import MAX_FRAME_PIXELS
+from ..files.safe_load import SAFE_LOAD
 from .video_frames import VideoReadError, opened_video, read_frames
 
 SCORES_MARKER = {"etc_filter_scores": 1}
@@ -39,6 +40,13 @@ def check_filter_output(output: str) -> str:
     elif os.path.exists(output):
         raise ValueError(f"output {output} exists and was not written by this filter; pick another output name")
     return scores
+
+
+def load_clip(folder: str):
+    """(CLIP model in eval mode, its processor) from a local transformers folder, weights from .safetensors only."""
+    from transformers import CLIPModel, CLIPProcessor
+    return (CLIPModel.from_pretrained(folder, **SAFE_LOAD).eval(),
+            CLIPProcessor.from_pretrained(folder, local_files_only=True))
 
 
 def sample_frame_indices(total: int, count: int):

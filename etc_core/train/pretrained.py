@@ -15,7 +15,8 @@ import tempfile
 import torch
 
 from .. import sd2
-from .vae import SAFE_LOAD, load_vae
+from ..files.safe_load import SAFE_LOAD
+from .vae import load_vae
 
 DIFFUSERS_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 WEIGHT_PARTS = ("unet", "vae", "text_encoder")

@@ -5,8 +5,7 @@ import os
 
 import torch
 
-# Folders under ComfyUI's models/ may come from anyone: weights only from .safetensors, never a pickled .bin
-SAFE_LOAD = {"local_files_only": True, "use_safetensors": True}
+from ..files.safe_load import SAFE_LOAD
 
 
 class TinyVAEPosterior(torch.nn.Module):
