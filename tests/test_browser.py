@@ -17,8 +17,8 @@ from etc_vcut_dev.comfy_host import PACK_DIR_NAME
 from etc_vcut_dev.templates import TEMPLATES
 from etc_vcut_dev.workflow_format import declared_only, renumber
 
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh --tests does)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh --tests installs it)")
 UI = sorted(glob.glob(os.path.join(REPO, "workflows", "ui", "*.json")))
 
 LOAD = """async (workflow) => {

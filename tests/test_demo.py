@@ -90,11 +90,11 @@ def test_held_out_caption_gives_one_square_moving_its_way(held_out):
     assert (steps > 10).all()  # no frame is a copy of the one before
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh --tests installs it)")
 def test_held_out_video_plays_in_the_browser(comfy_server, held_out):
     """The MP4 the demo writes, from the server's /view URL in headless Chromium: it plays, at the demo's
     frame size, for the SEEDS videos' T frames at the demo's fps."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh --tests does)")
     (video,) = [r for r in held_out[2] if r["filename"].endswith(".mp4")]
     with frontend_page(playwright.sync_playwright, comfy_server.url) as page:
         page.evaluate(PLAY, view_url(video))

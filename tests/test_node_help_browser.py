@@ -6,8 +6,8 @@ import pytest
 
 from etc_vcut_dev.browser import CHROMIUM, frontend_page
 
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh --tests does)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh --tests installs it)")
 
 # What the node help panel shows: the store fetches the page (falling back to the description, with an
 # error, when it cannot) and renders it as HTML.

@@ -19,8 +19,8 @@ from etc_vcut_dev.browser import ADVANCED, CHROMIUM, FIT_GRAPH, PLAY, frontend_p
 from etc_vcut_dev.demo import TINY_PARTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh does)")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh installs it)")
+playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh --tests does)")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/setup.sh --tests installs it)")
 MIME = {"h264-mp4": "video/mp4", "vp9-webm": "video/webm", "webp": "image/webp"}
 T2V = os.path.join(REPO, "workflows", "ui", "etc_text_to_video.json")
 with open(T2V) as _f:
