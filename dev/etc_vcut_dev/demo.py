@@ -117,7 +117,8 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
                          label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=FRAMES, layout=LAYOUT,
                          resolution=SIZE, me_strength=me_strength, caption_dropout=0.1,
                          mixed_precision=precision or cpu_precision(), lr=lr, lr_schedule=schedule,
-                         lr_warmup_steps=warmup, batch_size=batch, max_steps=steps, checkpoint_every=10**9, seed=0)
+                         lr_warmup_steps=warmup, batch_size=batch, max_steps=steps, checkpoint_every=10**9,
+                         checkpoint_minutes=0, seed=0)  # nothing to resume: no checkpoint writes
     trainer = ETCTrainer(config)
     progress, bar = progress_bar(steps)
     start = time.perf_counter()
@@ -149,16 +150,21 @@ def install_etc(model: dict, base: str, name: str = "etc_demo") -> dict:
     return files
 
 
+# The development modules the trained model depends on (others, such as the test hosts, do not retrain it).
+TRAINING_MODULES = ("demo.py", "synthetic.py", "tiny_base.py", "tiny_diffusers.py")
+
+
 def training_key() -> str:
-    """What the demo's trained model depends on: the ETC code, the development package (this module's
-    settings, the tiny base model, the synthetic set), the two host files the tokenizer reads (vocabulary
-    and merges; both CI hosts ship the same, while their ``tokenizer_config.json`` differ), torch and the
-    training precision."""
+    """What the demo's trained model depends on: the ETC code, the development modules that build it
+    (this module's settings, the tiny base model, the synthetic set: TRAINING_MODULES), the two host files
+    the tokenizer reads (vocabulary and merges; both CI hosts ship the same, while their
+    ``tokenizer_config.json`` differ), torch and the training precision."""
     import torch
     digest = hashlib.sha256(f"{torch.__version__} {cpu_precision()}".encode())
     tokenizer = os.path.join(comfyui_path(), "comfy", "sd1_tokenizer")
-    code = [os.path.join(REPO, package, "**", "*.py") for package in ("etc_core", "dev")]
-    files = {os.path.relpath(p, REPO): p for pattern in code for p in glob.glob(pattern, recursive=True)}
+    code = glob.glob(os.path.join(REPO, "etc_core", "**", "*.py"), recursive=True) + \
+        [os.path.join(REPO, "dev", "etc_vcut_dev", name) for name in TRAINING_MODULES]
+    files = {os.path.relpath(p, REPO): p for p in code}
     files.update({f"sd1_tokenizer/{name}": os.path.join(tokenizer, name) for name in ("vocab.json", "merges.txt")})
     for name in sorted(files):  # named by place in the repository or the host, not by the host's folder
         with open(files[name], "rb") as f:
