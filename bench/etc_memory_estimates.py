@@ -72,9 +72,9 @@ def sample_one(root: str, frames: int, size: int) -> dict:
     torch.set_num_threads(2)
     comfy = InProcessComfy(os.path.join(root, f"comfy_{frames}_{size}"))
     comfy.run(etc_graph(frames=4, layout="auto", size=32, steps=1, video=False, prefix="warm"))
-    versions = next(m for name, m in sys.modules.items() if name.endswith(".nodes.comfy_versions"))
+    probes = next(m for name, m in sys.modules.items() if name.endswith(".nodes.host_probes"))
     model = comfy.nodes.NODE_CLASS_MAPPINGS["ETCVCUTTestTinySD2"]().load(0)[0]
-    element, attention = versions.compute_element_bytes(model), versions.attention_kind()
+    element, attention = probes.compute_element_bytes(model), probes.attention_kind()
     latent = size // 8
     estimate = (sampling_bytes(model.model.diffusion_model, 1, 4, frames * latent, latent, element, attention)
                 + frames_bytes(frames, 1, size, size))

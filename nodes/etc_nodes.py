@@ -10,8 +10,9 @@ from ..etc_core.grid import check_frame_size, check_grid_latent
 from ..etc_core.keyframes import check_denoise
 from ..etc_core.files.messages import quote
 from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
-from ..etc_core.unet_check import check_image_unet
-from .comfy_versions import attention_kind, compute_element_bytes, free_memory, module_to_patch
+from ..etc_core.unet_check import unsupported_reason
+from .host_probes import attention_kind, compute_element_bytes, free_memory, latent_channels
+from .patch_lookup import module_to_patch
 from .node_spec import Input, NodeSpec, Output, mappings, node
 from .widgets import ETC_CATEGORY as CATEGORY, FPS, FRAMES, LAYOUT, STRENGTH, THETA
 
@@ -41,15 +42,18 @@ def _grid_meta(frames, layout):
 
 def check_sd_unet(model, node):
     """Refuses a MODEL ETC cannot drive, judged on its original modules (not patches left applied)."""
-    check_image_unet(model.model.diffusion_model, node,
-                     get_module=lambda name: module_to_patch(model, f"diffusion_model.{name}"))
+    reason = unsupported_reason(model.model.diffusion_model,
+                                lambda name: module_to_patch(model, f"diffusion_model.{name}"))
+    if reason:
+        raise ValueError(f"{node}: the MODEL is not an SD 2.x-like image UNet: {reason}. ETC needs an SD 2.x "
+                         "checkpoint (e.g. v2-1_512-ema-pruned.safetensors) loaded with Load Checkpoint")
 
 
 def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_size, decode=False):
     """Refuse, before anything is allocated, a grid whose sampling (and, with ``decode``, its decoded
     frames) cannot fit in the memory free on the model's device (etc_core.memory)."""
     unet = model.model.diffusion_model
-    channels = getattr(model.model.latent_format, "latent_channels", 4)
+    channels = latent_channels(model)
     element, attention = compute_element_bytes(model), attention_kind()
     device = getattr(model, "load_device", torch.device("cpu"))
     on_cpu = torch.device(device).type == "cpu"
@@ -69,9 +73,8 @@ def patch_mixed_embedding(model, frames, layout, theta, strength, grid_size):
     rows, cols = parse_layout(frames, layout)
     patched = model.clone()
     name = "diffusion_model.input_blocks.0.0"
-    latent_channels = getattr(model.model.latent_format, "latent_channels", 4)
     patched.add_object_patch(name, MixedEmbeddingInput(module_to_patch(patched, name), rows, cols, theta, strength,
-                                                       latent_channels, grid_size))
+                                                       latent_channels(model), grid_size))
     return patched
 
 

@@ -16,7 +16,7 @@ from ..etc_core.files.media_header import MAX_FRAME_PIXELS
 from ..etc_core.train import ETCTrainer as Trainer, TrainConfig, check_launch
 from ..etc_core.train.launch_line import launch_line, write_launch_config
 from ..etc_core.train.memory_estimate import check_training_memory
-from .comfy_versions import free_memory
+from .host_probes import free_memory
 from .node_spec import Input, NodeSpec, Output, mappings, node
 from .paths import (allowed_roots, input_path, output_path, pretrained_path, pretrained_choices, server_paths_hidden,
                     without_server_paths)

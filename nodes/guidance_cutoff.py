@@ -18,7 +18,7 @@ both and gives the same result: in a batched call it runs the cond chunk with th
 mean context; in separate calls the uncond call only records its context and the
 cond call runs with the mean. Its post-CFG function then returns that one result
 as the evaluation's output. Which step an evaluation belongs to comes from a plan
-(``vcut_core.step_plan``, made by :mod:`.comfy_versions`); with no plan, every evaluation stays guided.
+(``vcut_core.step_plan``, made by :mod:`.cutoff_hooks`); with no plan, every evaluation stays guided.
 
 Stacking with caches. The one pass carries ``cond_or_uncond == [cond]`` and, in
 ``transformer_options["uuids"]``, the uuid of the evaluation's first call only: a

