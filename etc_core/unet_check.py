@@ -1,16 +1,14 @@
-"""Which UNets ETC can drive: SD 2.x-like image UNets (SD 1.x/2.x layout, the LDM ``UNetModel`` that ComfyUI
-loads), with ``input_blocks[0][0]`` as the first convolution and ``time_embed`` as the timestep MLP.
-Video UNets (SVD's temporal layers) and class-conditioned ones (SDXL, unCLIP, SVD) are refused."""
+"""Which UNets ETC can drive: SD 2.x-like image UNets (SD 1.x/2.x layout, the LDM ``UNetModel``), with
+``input_blocks[0][0]`` as the first convolution and ``time_embed`` as the timestep MLP. Video UNets (SVD's
+temporal layers) and class-conditioned ones (SDXL, unCLIP, SVD) are refused."""
 import torch
-
-FIX = "ETC needs an SD 2.x checkpoint (e.g. v2-1_512-ema-pruned.safetensors) loaded with Load Checkpoint"
 
 
 def unsupported_reason(unet: torch.nn.Module, get_module=None):
     """None for an SD 2.x-like image UNet, else what is different.
 
-    ``get_module(name)`` returns the module in use at ``name`` without patches (ComfyUI keeps a loaded
-    model's object patches applied to the shared module; default: the model's own).
+    ``get_module(name)`` returns the module at ``name`` as the model was built, without patches a host
+    may have left applied (default: the model's own submodule).
     """
     get_module = get_module or unet.get_submodule
     try:
@@ -26,9 +24,3 @@ def unsupported_reason(unet: torch.nn.Module, get_module=None):
     if getattr(unet, "num_classes", None) is not None:
         return "it is class-conditioned (like SDXL, SD 2.x unCLIP or SVD)"
     return None
-
-
-def check_image_unet(unet: torch.nn.Module, node: str, get_module=None):
-    reason = unsupported_reason(unet, get_module)
-    if reason:
-        raise ValueError(f"{node}: the MODEL is not an SD 2.x-like image UNet: {reason}. {FIX}")

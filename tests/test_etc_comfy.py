@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from etc_core import FPSEmbedding, save_fps_module
-from etc_core.files.video_io import read_video_frames, read_video_metadata
+from etc_vcut_dev.video_read import read_video_frames, read_video_metadata
 from etc_vcut_dev.graphs import etc_graph
 
 

@@ -392,7 +392,8 @@ def test_a_frame_size_that_is_not_a_multiple_of_8_is_refused(comfy_server, norma
 
 def test_video_written_from_image_frames_matches_the_array(tmp_path):
     """etc_core.files.video_io.ImageFrames (the node's frame-by-frame source) encodes what the uint8 array does."""
-    from etc_core.files.video_io import ImageFrames, read_video_frames
+    from etc_core.files.video_io import ImageFrames
+    from etc_vcut_dev.video_read import read_video_frames
     torch.manual_seed(0)
     images = torch.rand(5, 34, 30, 3)
     array = (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from etc_core.files.video_io import read_video_metadata
 from etc_vcut_dev.comfy_host import PromptError, comfyui_path
 from etc_vcut_dev.pack import import_pack, pack_submodule
+from etc_vcut_dev.video_read import read_video_metadata
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from etc_core.files.video_io import EXTENSIONS, FORMATS, read_video_frames, read_video_metadata
+from etc_core.files.video_io import EXTENSIONS, FORMATS
+from etc_vcut_dev.video_read import read_video_frames, read_video_metadata
 from etc_vcut_dev.graphs import etc_graph
 from etc_vcut_dev.node_checks import audio_samples
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from etc_core.files.loss_curve import LINE, loss_curve_image, loss_curve_layout, nice_ticks, tick_label
-from etc_core.files.video_io import FORMATS, read_video_frames, read_video_metadata, write_gif, write_video
+from etc_core.files.video_io import FORMATS, write_gif, write_video
+from etc_vcut_dev.video_read import read_video_frames, read_video_metadata
 
 METADATA = {"prompt": {"3": {"class_type": "ETCSampler", "inputs": {"text": "a {curly} ball"}}},
             "workflow": {"nodes": [{"id": 3, "type": "ETCSampler"}], "links": [], "version": 0.4}}
