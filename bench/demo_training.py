@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def trainer_for(folder: str, layout: str, batch: int, precision: str, cache: bool):
     from etc_vcut_dev import demo, synthetic, tiny_base
-    from etc_core.train import ETCTrainer, TrainConfig
+    from etc_core.train import Trainer, TrainConfig
     data_folder = os.path.join(folder, "data")
     if not os.path.isdir(data_folder):
         synthetic.write_square_set(data_folder, demo.FRAMES, held_out=demo.HELD_OUT, size=demo.SIZE)
@@ -34,7 +34,7 @@ def trainer_for(folder: str, layout: str, batch: int, precision: str, cache: boo
                          ratios=(0.9, 0.05, 0.05), frames=demo.FRAMES, layout=demo.LAYOUT, resolution=demo.SIZE,
                          caption_dropout=0.1, mixed_precision=precision, lr=demo.LR, batch_size=batch,
                          max_steps=1, checkpoint_every=10**9, seed=0, cache_latents=cache, **data)
-    return ETCTrainer(config)
+    return Trainer(config)
 
 
 def main():

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 from etc_core import boundary_error_rate, pack
-from etc_core.train import ETCTrainer, TrainConfig
+from etc_core.train import Trainer, TrainConfig
 from etc_core.files.video_io import write_video
 from etc_vcut_dev.tiny_diffusers import write_tiny_sd
 
@@ -72,7 +72,7 @@ def write_data(folder: str) -> str:
 
 
 @torch.no_grad()
-def generate(trainer: ETCTrainer, captions, steps: int, seed: int) -> torch.Tensor:
+def generate(trainer: Trainer, captions, steps: int, seed: int) -> torch.Tensor:
     """Latent grids [N, 4, H, W] from pure noise with DDIM, conditioned on ``captions``, fps 8."""
     from diffusers import DDIMScheduler
     unet = trainer.accelerator.unwrap_model(trainer.unet).eval()
@@ -94,7 +94,7 @@ def run(pretrained, manifest, out, mixed_embedding: bool, args):
     config = TrainConfig(pretrained=pretrained, output_dir=out, video_manifest=manifest, ratios=(1.0, 0.0, 0.0),
                          frames=FRAMES, layout=LAYOUT, resolution=SIZE, lr=args.lr, batch_size=args.batch,
                          max_steps=args.steps, checkpoint_every=10**9, seed=0)
-    trainer = ETCTrainer(config)
+    trainer = Trainer(config)
     trainer.vae = PooledPixels()
     if not mixed_embedding:
         trainer.accelerator.unwrap_model(trainer.unet).conv_in.strength = 0.0
@@ -109,7 +109,7 @@ def run(pretrained, manifest, out, mixed_embedding: bool, args):
             "boundary_error": boundary_error_rate(grids, trainer.rows, trainer.cols)}, trainer
 
 
-def training_grid_error(trainer: ETCTrainer, count: int) -> float:
+def training_grid_error(trainer: Trainer, count: int) -> float:
     grids = []
     for i in range(count):
         batch = trainer.data.batch([10**6 + i])

@@ -2,7 +2,7 @@
 """The memory estimates against the real peak, on the CPU: the trainer's (etc_core.train.memory_estimate,
 what ETCTrainer refuses by) and the sampler's (etc_core.memory, what ETCSampler refuses by).
 
-Each size runs in a fresh process. Trainer: one step of the real ETCTrainer on the tiny diffusers SD and
+Each size runs in a fresh process. Trainer: one step of the real trainer (etc_core.train.Trainer) on the tiny diffusers SD and
 synthetic data, from before the trainer is made (everything imported). Sampler: one ETCSampler prompt
 (1 step, VAE decode) on ComfyUI's executor in this process with the tiny SD 2.x test model, from before the
 prompt (models already loaded by a 4-frame warm-up). Peak = the process's anonymous resident memory
@@ -46,7 +46,7 @@ def train_one(root: str, model: str, frames: int, resolution: int, checkpointing
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
     from transformers import CLIPTextModel  # noqa: F401
-    from etc_core.train import ETCTrainer, TrainConfig
+    from etc_core.train import Trainer, TrainConfig
     from etc_core.train.memory_estimate import model_sizes, training_bytes
     torch.set_num_threads(2)
     run = f"run_{model}_{frames}_{resolution}_{int(checkpointing)}"
@@ -57,7 +57,7 @@ def train_one(root: str, model: str, frames: int, resolution: int, checkpointing
     config = TrainConfig.from_dict(values)
     estimate = training_bytes(model_sizes(config.pretrained), frames, resolution, 1, checkpointing)
     with PeakMemory(anonymous_rss, 0.002) as measured:
-        trainer = ETCTrainer(config, cpu=True, single_process=True, log=lambda line: None)
+        trainer = Trainer(config, cpu=True, single_process=True, log=lambda line: None)
         trainer.train()
     peak = measured.growth
     return {"model": model, "frames": frames, "resolution": resolution, "gradient_checkpointing": checkpointing,

@@ -9,7 +9,7 @@ from ..etc_core.data.video_filter import check_filter_output, filter_videos, loa
 from ..etc_core.files.media_header import MAX_FRAME_PIXELS
 from .node_spec import Input, NodeSpec, Output, mappings, node
 from .paths import allowed_roots, clip_folder, clip_folders, input_path, output_path, server_paths_hidden
-from .widgets import ETC_CATEGORY as CATEGORY
+from .shared_inputs import ETC_CATEGORY as CATEGORY
 
 
 @node(NodeSpec(

@@ -7,10 +7,9 @@ import torch
 from ..etc_core import parse_layout
 from ..etc_core.keyframes import cell_mask, parse_frame_numbers, parse_frame_ranges, place_frames
 from ..etc_core.grid import check_grid_latent
-from .etc_nodes import (BATCH_SIZE, FRAME_HEIGHT, FRAME_WIDTH, ETCEmptyGridLatent, batched_latent,
-                        check_grid_latent_fits, check_latent_input)
+from .etc_nodes import ETCEmptyGridLatent, batched_latent, check_grid_latent_fits, check_latent_input
 from .node_spec import Input, NodeSpec, Output, mappings, node
-from .widgets import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
+from .shared_inputs import BATCH_SIZE, ETC_CATEGORY as CATEGORY, FRAME_HEIGHT, FRAME_WIDTH, FRAMES, LAYOUT
 # Marks the conditioning entries this pack restricted to frames, so a later node can refuse a frame given twice.
 FRAMES_KEY = "etc_frames"
 

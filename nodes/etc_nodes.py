@@ -14,7 +14,8 @@ from ..etc_core.unet_check import unsupported_reason
 from .host_probes import attention_kind, compute_element_bytes, free_memory, latent_channels
 from .patch_lookup import module_to_patch
 from .node_spec import Input, NodeSpec, Output, mappings, node
-from .widgets import ETC_CATEGORY as CATEGORY, FPS, FRAMES, LAYOUT, STRENGTH, THETA
+from .shared_inputs import (BATCH_SIZE, ETC_CATEGORY as CATEGORY, FPS, FRAME_HEIGHT, FRAME_WIDTH, FRAMES, LAYOUT, MODEL,
+                            STRENGTH, THETA)
 
 UNTRAINED = "untrained (zero init, no-op)"
 NONE = "none"
@@ -141,13 +142,6 @@ def keep_masked(sampled, given):
 
 
 
-FRAME_WIDTH = Input("frame_width", "INT", "width of one frame in pixels, a multiple of 8 (one latent pixel is 8x8)",
-                    {"default": 256, "min": 8, "max": 4096, "step": 8})
-FRAME_HEIGHT = Input("frame_height", "INT", "height of one frame in pixels, a multiple of 8",
-                     {"default": 256, "min": 8, "max": 4096, "step": 8})
-BATCH_SIZE = Input("batch_size", "INT", "videos made at once: one grid each", {"default": 1, "min": 1, "max": 64})
-MODEL = Input("model", "MODEL", "an SD 2.x (or 1.x) image UNet from Load Checkpoint or UNETLoader; video UNets "
-              "such as SVD are refused")
 GRID_LATENT = Output("LATENT", "one grid latent per video, carrying its frames and layout for the other ETC nodes")
 FPS_FILE = "an etc_fps.safetensors from models/etc (the trainer's export, for the UNet it was trained with)"
 

@@ -13,14 +13,14 @@ import torch
 
 from ..etc_core.files.loss_curve import loss_curve_image
 from ..etc_core.files.media_header import MAX_FRAME_PIXELS
-from ..etc_core.train import ETCTrainer as Trainer, TrainConfig, check_launch
+from ..etc_core.train import Trainer, TrainConfig, check_launch
 from ..etc_core.train.launch_line import launch_line, write_launch_config
 from ..etc_core.train.memory_estimate import check_training_memory
 from .host_probes import free_memory
 from .node_spec import Input, NodeSpec, Output, mappings, node
 from .paths import (allowed_roots, input_path, output_path, pretrained_path, pretrained_choices, server_paths_hidden,
                     without_server_paths)
-from .widgets import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
+from .shared_inputs import ETC_CATEGORY as CATEGORY, FRAMES, LAYOUT
 DATA = "a JSONL manifest or a folder of {0}s with same-name .txt captions, under ComfyUI's input/ or models/"
 PREVIEW_EVERY_S = 1.0  # drawing the curve costs tens of ms: at most once a second, and at the last step
 

@@ -17,7 +17,7 @@ from ..etc_core.files.messages import quote
 from ..etc_core.files.safe_paths import check_no_nul
 from ..etc_core.files.video_io import EXTENSIONS, FORMATS, MAX_CRF, ImageFrames, write_gif, write_video
 from .node_spec import Input, NodeSpec, mappings, node
-from .widgets import ETC_CATEGORY as CATEGORY
+from .shared_inputs import ETC_CATEGORY as CATEGORY
 
 # A file name has at most 255 bytes on the usual file systems; the node adds "_00001_", the preview's
 # "_preview", the extension and ".partial" (up to 28 bytes) to the prefix's last part.

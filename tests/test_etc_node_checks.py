@@ -10,7 +10,7 @@ from etc_core import FPSEmbedding, GridLayoutError, load_fps_module, parse_layou
 from etc_core.grid import check_grid_latent
 from etc_vcut_dev.graphs import etc_graph
 from etc_vcut_dev.comfy_host import PromptError
-from etc_vcut_dev.node_checks import refusal
+from etc_vcut_dev.refusals import refusal
 
 TINY_BASE = "sd-unet:in=4,ch=32,temb=128"
 

@@ -17,7 +17,7 @@ from etc_core.data.video_filter import read_jsonl
 from etc_core.files.video_io import write_video
 from etc_vcut_dev.graphs import etc_graph, etc_patch_graph, svd_graph
 from etc_vcut_dev.grid_tasks import grid_task_graph
-from etc_vcut_dev.node_checks import audio_samples, refusal, tree_digest
+from etc_vcut_dev.refusals import audio_samples, refusal, tree_digest
 from etc_vcut_dev.peak_memory import PeakMemory
 from etc_vcut_dev.tiny_diffusers import write_moving_square as _moving_square
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from etc_core.train import ETCTrainer, TrainConfig
+from etc_core.train import Trainer, TrainConfig
 
 
 def _config(setup, out, **overrides):
@@ -25,7 +25,7 @@ def _lora_and_fps(trainer):
 
 
 def test_lora_trains_only_adapters_and_fps_and_resumes_bit_equal(setup, tmp_path):
-    straight = ETCTrainer(_config(setup, tmp_path / "a"))
+    straight = Trainer(_config(setup, tmp_path / "a"))
     base = {n: p.detach().clone() for n, p in straight.unet.named_parameters() if not p.requires_grad}
     trained = _lora_and_fps(straight)
     assert trained and all(".lora_A." in n or ".lora_B." in n or "fps_module" in n for n in trained)
@@ -35,9 +35,9 @@ def test_lora_trains_only_adapters_and_fps_and_resumes_bit_equal(setup, tmp_path
     after = _lora_and_fps(straight)
     assert not all(torch.equal(after[n], trained[n]) for n in after if ".lora_B." in n)
 
-    first = ETCTrainer(_config(setup, tmp_path / "b"))
+    first = Trainer(_config(setup, tmp_path / "b"))
     first.train(should_stop=lambda: first.step == 3)
-    resumed = ETCTrainer(_config(setup, tmp_path / "b"), resume=True)
+    resumed = Trainer(_config(setup, tmp_path / "b"), resume=True)
     assert resumed.step == 3
     resumed.train()
     again = _lora_and_fps(resumed)
@@ -85,7 +85,7 @@ def test_lora_export_loads_with_the_stock_lora_loader_onto_the_checkpoint(comfy_
     """Trained from the single-file SD 2.x checkpoint; ComfyUI loads that checkpoint's UNet, applies the
     exported LoRA with LoraLoaderModelOnly (every key matched) and samples with the ETC nodes: the frames
     equal those of the UNet with the LoRA merged by peft, and differ from the base model's."""
-    trainer = ETCTrainer(_config((sd2_checkpoint[0], setup[1]), tmp_path / "run", max_steps=2, checkpoint_every=10,
+    trainer = Trainer(_config((sd2_checkpoint[0], setup[1]), tmp_path / "run", max_steps=2, checkpoint_every=10,
                                  lr=5e-2))
     trainer.train()
     final = trainer.export()
@@ -124,7 +124,7 @@ def test_two_processes_train_the_lora_as_one_process_with_accumulation(setup, tm
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = ETCTrainer(_config(setup, tmp_path / "one", gradient_accumulation_steps=2, max_steps=4,
+        reference = Trainer(_config(setup, tmp_path / "one", gradient_accumulation_steps=2, max_steps=4,
                                        checkpoint_every=4))
         losses = reference.train()
     finally:

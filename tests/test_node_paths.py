@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from etc_vcut_dev.comfy_host import PromptError
-from etc_vcut_dev.node_checks import refusal, tree_digest
+from etc_vcut_dev.refusals import refusal, tree_digest
 from etc_vcut_dev.tiny_diffusers import write_synthetic_data, write_tiny_sd
 
 SECRET = "sk-do-not-echo-0123456789"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from etc_core.data import TripleData, video_frame_indices
-from etc_core.train import ETCTrainer, TrainConfig, main as train_main
+from etc_core.train import Trainer, TrainConfig, main as train_main
 from etc_core import load_fps_module
 from etc_vcut_dev.accelerate_launch import assert_same_run, final_weights
 
@@ -47,7 +47,7 @@ def test_triple_data_kinds_and_fps(setup):
 
 
 def test_loss_falls(setup, tmp_path):
-    trainer = ETCTrainer(_config(setup, tmp_path, max_steps=40, checkpoint_every=1000, lr=2e-3))
+    trainer = Trainer(_config(setup, tmp_path, max_steps=40, checkpoint_every=1000, lr=2e-3))
     fixed = trainer.data.batch(range(1000, 1004))
 
     def eval_loss():
@@ -64,7 +64,7 @@ def test_loss_falls(setup, tmp_path):
 
 def test_caption_dropout_trains_some_samples_on_the_empty_caption(setup, tmp_path):
     captions = []
-    trainer = ETCTrainer(_config(setup, tmp_path, caption_dropout=0.5))
+    trainer = Trainer(_config(setup, tmp_path, caption_dropout=0.5))
     trainer.caption_embedding = lambda caption: captions.append(caption) or torch.zeros(77, 8)
     batch = trainer.data.batch(range(64))
     trainer.encode(batch, trainer._generator(0, 0))
@@ -76,7 +76,7 @@ def test_caption_dropout_trains_some_samples_on_the_empty_caption(setup, tmp_pat
 
 
 def test_caption_embeddings_are_cached_and_equal_the_encoder_output(setup, tmp_path):
-    trainer = ETCTrainer(_config(setup, tmp_path))
+    trainer = Trainer(_config(setup, tmp_path))
     calls = []
     encoder = trainer.text_encoder
     trainer.text_encoder = lambda ids: calls.append(ids) or encoder(ids)
@@ -89,18 +89,18 @@ def test_caption_embeddings_are_cached_and_equal_the_encoder_output(setup, tmp_p
 
 
 def test_me_strength_zero_adds_no_mixed_embedding(setup, tmp_path):
-    trainer = ETCTrainer(_config(setup, tmp_path, me_strength=0.0))
+    trainer = Trainer(_config(setup, tmp_path, me_strength=0.0))
     conv = trainer.unet.conv_in
     x = torch.randn(1, 4, 8, 8)
     assert torch.equal(conv(x), conv.conv(x))
-    assert not torch.equal(ETCTrainer(_config(setup, tmp_path / "b")).unet.conv_in(x), conv.conv(x))
+    assert not torch.equal(Trainer(_config(setup, tmp_path / "b")).unet.conv_in(x), conv.conv(x))
 
 
 def test_trainers_of_other_precisions_follow_each_other_in_one_process(setup, tmp_path):
     """accelerate's per-process state would refuse the second trainer (the demo trains bf16 before the
     other tests' fp32 runs in CI's pytest process)."""
     for index, precision in enumerate(("bf16", "no")):
-        trainer = ETCTrainer(_config(setup, tmp_path / precision, mixed_precision=precision, max_steps=1))
+        trainer = Trainer(_config(setup, tmp_path / precision, mixed_precision=precision, max_steps=1))
         assert trainer.accelerator.mixed_precision == precision
         assert len(trainer.train()) == 1
 
@@ -112,10 +112,10 @@ def test_learning_rate_warms_up_then_follows_the_cosine_to_zero_also_across_a_re
     config = dict(lr=1e-3, lr_schedule="cosine", lr_warmup_steps=2, max_steps=6)
     expected = [0.5e-3, 1e-3] + [0.5e-3 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     seen = []
-    trainer = ETCTrainer(_config(setup, tmp_path / "a", **config))
+    trainer = Trainer(_config(setup, tmp_path / "a", **config))
     trainer.train(progress=lambda *_: seen.append(trainer.optimizer.param_groups[0]["lr"]),
                   should_stop=lambda: trainer.step == 3)
-    resumed = ETCTrainer(_config(setup, tmp_path / "a", **config), resume=True)
+    resumed = Trainer(_config(setup, tmp_path / "a", **config), resume=True)
     resumed.train(progress=lambda *_: seen.append(resumed.optimizer.param_groups[0]["lr"]))
     # the lr an optimizer step used is the one before the scheduler stepped after it
     used = [expected[0]] + seen[:-1]
@@ -123,26 +123,26 @@ def test_learning_rate_warms_up_then_follows_the_cosine_to_zero_also_across_a_re
 
 
 def test_killed_and_resumed_run_ends_equal_to_uninterrupted(setup, tmp_path):
-    straight = ETCTrainer(_config(setup, tmp_path / "a"))
+    straight = Trainer(_config(setup, tmp_path / "a"))
     straight.train()
 
-    first = ETCTrainer(_config(setup, tmp_path / "b"))
+    first = Trainer(_config(setup, tmp_path / "b"))
     first.train(should_stop=lambda: first.step == 3)  # "killed" after the step-3 checkpoint
     assert [p.rsplit("-", 1)[1] for p in first.checkpoints()] == ["3"]
-    resumed = ETCTrainer(_config(setup, tmp_path / "b"), resume=True)
+    resumed = Trainer(_config(setup, tmp_path / "b"), resume=True)
     assert resumed.step == 3
     resumed.train()
     a, b = straight.unet.state_dict(), resumed.unet.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not all(torch.equal(a[k], ETCTrainer(_config(setup, tmp_path / "c")).unet.state_dict()[k]) for k in a)
+    assert not all(torch.equal(a[k], Trainer(_config(setup, tmp_path / "c")).unet.state_dict()[k]) for k in a)
 
 
 def test_output_dir_of_another_run_is_refused(setup, tmp_path):
-    ETCTrainer(_config(setup, tmp_path)).train()
+    Trainer(_config(setup, tmp_path)).train()
     with pytest.raises(ValueError, match="holds a different run"):
-        ETCTrainer(_config(setup, tmp_path, lr=5e-4))
+        Trainer(_config(setup, tmp_path, lr=5e-4))
     with pytest.raises(ValueError, match="turn resume on"):
-        ETCTrainer(_config(setup, tmp_path))
+        Trainer(_config(setup, tmp_path))
 
 
 def test_cli_trains_and_exports(setup, tmp_path, capsys):
@@ -169,7 +169,7 @@ def test_exported_unet_loads_in_comfyui_and_samples_with_etc_nodes(comfy_server,
     data = write_synthetic_data(str(tmp_path / "data"))
     config = TrainConfig(pretrained=pretrained, output_dir=str(tmp_path / "run"), frames=4, layout="2x2",
                          resolution=32, max_steps=1, checkpoint_every=10, **data)
-    trainer = ETCTrainer(config)
+    trainer = Trainer(config)
     trainer.train()
     final = trainer.export()
     shutil.copy(f"{final}/etc_unet_comfyui.safetensors", f"{comfy_server.base}/models/unet/etc_trained.safetensors")
@@ -192,12 +192,12 @@ def test_exported_unet_loads_in_comfyui_and_samples_with_etc_nodes(comfy_server,
 def test_cached_latents_and_ema_resume_exactly_and_export_the_ema(setup, tmp_path):
     from diffusers import UNet2DConditionModel
     options = dict(cache_latents=True, ema_decay=0.9)
-    straight = ETCTrainer(_config(setup, tmp_path / "a", **options))
+    straight = Trainer(_config(setup, tmp_path / "a", **options))
     straight.train()
     assert list((tmp_path / "a" / "latent_cache").glob("*.safetensors"))
-    first = ETCTrainer(_config(setup, tmp_path / "b", **options))
+    first = Trainer(_config(setup, tmp_path / "b", **options))
     first.train(should_stop=lambda: first.step == 3)
-    resumed = ETCTrainer(_config(setup, tmp_path / "b", **options), resume=True)
+    resumed = Trainer(_config(setup, tmp_path / "b", **options), resume=True)
     resumed.train()
     assert all(torch.equal(x, y) for x, y in zip(straight.ema, resumed.ema))
     a, b = straight.unet.state_dict(), resumed.unet.state_dict()
@@ -226,7 +226,7 @@ def accumulated_reference(setup, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        trainer = ETCTrainer(_config(setup, out, gradient_accumulation_steps=2, checkpoint_every=6))
+        trainer = Trainer(_config(setup, out, gradient_accumulation_steps=2, checkpoint_every=6))
         losses = trainer.train()
     finally:
         torch.set_num_threads(threads)
@@ -256,7 +256,7 @@ def test_two_processes_through_the_launcher_equal_one_process_with_accumulation(
     assert 2 <= stopped < 6
     assert sorted(p.name for p in checkpoints[0].glob("rng_*")) == ["rng_0.safetensors", "rng_1.safetensors"]
     with pytest.raises(ValueError, match="written by 2 processes and this launch has 1"):
-        ETCTrainer(TrainConfig(**config), resume=True)
+        Trainer(TrainConfig(**config), resume=True)
     resumed = TrainingProcess(config, resume=True, num_processes=2)
     assert resumed.wait().endswith("ddp/final"), resumed.log[-20:]
     assert_same_run(accumulated_reference, run.losses[:stopped] + resumed.losses, tmp_path / "ddp")

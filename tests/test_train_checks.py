@@ -9,7 +9,7 @@ import pytest
 
 from etc_vcut_dev.accelerate_launch import TrainingError, TrainingProcess
 from etc_core.train import main as train_main
-from etc_vcut_dev.node_checks import tree_digest
+from etc_vcut_dev.refusals import tree_digest
 
 
 def _values(setup, out, **overrides):

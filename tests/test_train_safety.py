@@ -15,7 +15,7 @@ import pytest
 
 from etc_vcut_dev.comfy_host import REPO, ComfyServer, PromptError
 from etc_vcut_dev.graphs import etc_patch_graph
-from etc_vcut_dev.node_checks import refusal, tree_digest
+from etc_vcut_dev.refusals import refusal, tree_digest
 from etc_vcut_dev.peak_memory import PeakMemory
 
 MiB = 2**20

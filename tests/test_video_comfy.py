@@ -10,7 +10,7 @@ import pytest
 from etc_core.files.video_io import EXTENSIONS, FORMATS
 from etc_vcut_dev.video_read import read_video_frames, read_video_metadata
 from etc_vcut_dev.graphs import etc_graph
-from etc_vcut_dev.node_checks import audio_samples
+from etc_vcut_dev.refusals import audio_samples
 
 WORKFLOW = {"last_node_id": 1, "nodes": [{"id": 1, "type": "ETCSampler"}], "links": [], "version": 0.4}
 

@@ -9,7 +9,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from etc_core.data import video_filter
 from etc_core.data.filter import main as filter_main
-from etc_vcut_dev.node_checks import refusal, tree_digest
+from etc_vcut_dev.refusals import refusal, tree_digest
 from etc_vcut_dev.tiny_diffusers import write_moving_square as _moving_square
 
 

@@ -102,7 +102,7 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
 
     from etc_vcut_dev import synthetic, tiny_base
     from etc_core.data import frames_to_tensor
-    from etc_core.train import ETCTrainer, TrainConfig
+    from etc_core.train import Trainer, TrainConfig
     data = synthetic.write_square_set(os.path.join(folder, "data"), FRAMES, held_out=HELD_OUT, size=SIZE)
     rng = np.random.default_rng(0)
     frames = np.stack([synthetic.square_frame(SIZE, 10, *rng.integers(0, SIZE - 9, 2),
@@ -119,7 +119,7 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
                          mixed_precision=precision or cpu_precision(), lr=lr, lr_schedule=schedule,
                          lr_warmup_steps=warmup, batch_size=batch, max_steps=steps, checkpoint_every=10**9,
                          checkpoint_minutes=0, seed=0)  # nothing to resume: no checkpoint writes
-    trainer = ETCTrainer(config)
+    trainer = Trainer(config)
     progress, bar = progress_bar(steps)
     start = time.perf_counter()
     losses = trainer.train(progress=progress)

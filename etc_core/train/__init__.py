@@ -1,6 +1,6 @@
 """ETC fine-tuning: the trainer (one process or ``accelerate launch``), its config and run folder, loading a
 base model, checkpoints, the export for ComfyUI's loaders and the terminal launch line."""
 from .config import ConfigError, TrainConfig
-from .trainer import ETCTrainer, check_launch, main
+from .trainer import Trainer, check_launch, main
 
-__all__ = ["ConfigError", "TrainConfig", "ETCTrainer", "check_launch", "main"]
+__all__ = ["ConfigError", "TrainConfig", "Trainer", "check_launch", "main"]

@@ -100,7 +100,7 @@ def make_accelerator(config: TrainConfig, cpu: bool = False):
                        gradient_accumulation_steps=config.gradient_accumulation_steps, kwargs_handlers=handlers)
 
 
-class ETCTrainer:
+class Trainer:
     """``roots`` confines the files the data lists name; ``single_process`` (a trainer inside a server)
     refuses an environment that would make it one rank of many or a DeepSpeed engine; ``log`` receives
     the data report (files left out), on the main process."""
@@ -427,7 +427,7 @@ def main(argv=None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.append(True))
     try:
-        trainer = ETCTrainer(TrainConfig.from_file(args.config, args.config_sha256), resume=args.resume)
+        trainer = Trainer(TrainConfig.from_file(args.config, args.config_sha256), resume=args.resume)
         trainer.train(progress=lambda s, n, loss: print(f"step {s}/{n} loss {loss:.6f}", file=sys.stderr,
                                                         flush=True),
                       should_stop=lambda: bool(stop))

@@ -1,4 +1,5 @@
-"""Helpers for tests of refused prompts: the refusal as /history records it, and folder checksums."""
+"""Helpers for tests of refused prompts: the refusal as /history records it, folder checksums (nothing
+changed) and the audio a saved file holds."""
 import hashlib
 import json
 import os

@@ -15,3 +15,10 @@ STRENGTH = Input("strength", "FLOAT", "scale of the mixed embedding added to the
                  {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.01})
 FPS = Input("fps", "INT", "frame rate the FPS embedding is told, 0-120: 0 frames of one label, 1-60 video, "
             "120 one still image; no effect with the untrained module", {"default": 8, "min": 0, "max": 120})
+FRAME_WIDTH = Input("frame_width", "INT", "width of one frame in pixels, a multiple of 8 (one latent pixel is 8x8)",
+                    {"default": 256, "min": 8, "max": 4096, "step": 8})
+FRAME_HEIGHT = Input("frame_height", "INT", "height of one frame in pixels, a multiple of 8",
+                     {"default": 256, "min": 8, "max": 4096, "step": 8})
+BATCH_SIZE = Input("batch_size", "INT", "videos made at once: one grid each", {"default": 1, "min": 1, "max": 64})
+MODEL = Input("model", "MODEL", "an SD 2.x (or 1.x) image UNet from Load Checkpoint or UNETLoader; video UNets "
+              "such as SVD are refused")
