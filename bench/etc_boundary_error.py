@@ -30,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 from etc_core import boundary_error_rate, pack
 from etc_core.train import Trainer, TrainConfig
 from etc_core.files.video_io import write_video
+from etc_vcut_dev.synthetic import moving_square
 from etc_vcut_dev.tiny_diffusers import write_tiny_sd
 
 COLORS = {"red": (230, 40, 40), "green": (40, 230, 40), "blue": (40, 40, 230), "yellow": (230, 230, 40)}
@@ -49,12 +50,9 @@ class PooledPixels(torch.nn.Module):
 def shaded_square_video(color, dx: int, dy: int, length: int = 48) -> np.ndarray:
     """[length, SIZE, SIZE, 3] uint8: a square moving by (dx, dy) per frame over a dark-to-light shade."""
     y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    background = 20 + 110 * x / (SIZE - 1) + 90 * y / (SIZE - 1)
-    video = np.repeat(np.repeat(background[None, :, :, None], 3, axis=3), length, axis=0)
-    for t in range(length):
-        left, top = (4 + dx * t) % (SIZE - 10), (4 + dy * t) % (SIZE - 10)
-        video[t, top:top + 10, left:left + 10] = color
-    return video.round().astype(np.uint8)
+    shade = (20 + 110 * x / (SIZE - 1) + 90 * y / (SIZE - 1)).round().astype(np.uint8)[:, :, None]
+    positions = [((4 + dx * t) % (SIZE - 10), (4 + dy * t) % (SIZE - 10)) for t in range(length)]
+    return moving_square(positions, 10, color, SIZE, background=shade)
 
 
 def write_data(folder: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from etc_core.files.loss_curve import LINE, loss_curve_image, loss_curve_layout, nice_ticks, tick_label
 from etc_core.files.video_io import FORMATS, write_gif, write_video
 from etc_vcut_dev.video_read import read_video_frames, read_video_metadata
+from etc_vcut_dev import synthetic
 
 METADATA = {"prompt": {"3": {"class_type": "ETCSampler", "inputs": {"text": "a {curly} ball"}}},
             "workflow": {"nodes": [{"id": 3, "type": "ETCSampler"}], "links": [], "version": 0.4}}
@@ -18,10 +19,7 @@ CODECS = {"h264-mp4": ("mp4", "h264"), "vp9-webm": ("webm", "vp9")}
 
 
 def moving_square(frames=8, height=48, width=64):
-    video = np.full((frames, height, width, 3), 40, np.uint8)
-    for t in range(frames):
-        video[t, 12:28, 4 + 4 * t:20 + 4 * t] = (220, 60, 30)
-    return video
+    return synthetic.moving_square([(4 + 4 * t, 12) for t in range(frames)], 16, (220, 60, 30), height, width, 40)
 
 
 def boxes(data: bytes, start: int, end: int) -> dict:

@@ -24,11 +24,19 @@ def caption(color: str, direction: str) -> str:
     return f"a {color} square moving {direction}"
 
 
+def moving_square(positions, side: int, color, height: int, width: int = None, background=BACKGROUND) -> np.ndarray:
+    """[len(positions), height, width (default: height), 3] uint8: a ``side``-pixel square of ``color`` with its
+    top-left corner at each (left, top) of ``positions``, over ``background`` (an RGB colour or an image).
+    Every moving-square clip of the tests and benchmarks is drawn here."""
+    video = np.empty((len(positions), height, width or height, 3), np.uint8)
+    video[:] = background
+    for frame, (left, top) in zip(video, positions):
+        frame[top:top + side, left:left + side] = color
+    return video
+
+
 def square_frame(size: int, side: int, left: int, top: int, color) -> np.ndarray:
-    frame = np.empty((size, size, 3), np.uint8)
-    frame[:] = BACKGROUND
-    frame[top:top + side, left:left + side] = color
-    return frame
+    return moving_square([(left, top)], side, color, size)[0]
 
 
 def square_clip(color, direction: str, rate: float, frames: int, size: int, side: int) -> np.ndarray:
@@ -40,13 +48,12 @@ def square_clip(color, direction: str, rate: float, frames: int, size: int, side
     if first < 0:
         raise ValueError(f"{frames} frames at {rate:g} fps leave a {size}-pixel frame")
     dx, dy = DIRECTIONS[direction]
-    clip = []
+    positions = []
     for k in range(frames):
         along = int(round(first + k * step))
         position = along if dx + dy > 0 else travel - along
-        left, top = (position, travel // 2) if dx else (travel // 2, position)
-        clip.append(square_frame(size, side, left, top, color))
-    return np.stack(clip)
+        positions.append((position, travel // 2) if dx else (travel // 2, position))
+    return moving_square(positions, side, color, size)
 
 
 def write_lossless_video(path: str, frames: np.ndarray, fps: float) -> str:

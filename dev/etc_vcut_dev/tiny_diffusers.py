@@ -6,6 +6,7 @@ import torch
 
 from etc_core import sd2
 from etc_vcut_dev.comfy_host import comfyui_path
+from etc_vcut_dev.synthetic import moving_square
 
 
 def clip_tokenizer(pad_token: str = None):
@@ -56,9 +57,7 @@ def write_synthetic_data(folder: str, frames: int = 4):
     colors = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
     videos, images = [], []
     for name, color in colors.items():
-        video = np.zeros((24, 32, 32, 3), np.uint8)
-        for t in range(24):
-            video[t, 8:20, t:t + 12] = color
+        video = moving_square([(t, 8) for t in range(24)], 12, color, 32, background=0)
         write_video(os.path.join(folder, f"{name}.mp4"), video, 24.0)
         videos.append(f'{{"video": "{name}.mp4", "caption": "a {name} square moving right"}}\n')
         still = np.zeros((40, 48, 3), np.uint8)
@@ -173,7 +172,4 @@ def write_tiny_clip(path: str) -> str:
 def write_moving_square(path: str, color, frames: int = 6) -> str:
     """A 48x48 clip of a 16-pixel square of ``color`` moving right, 8 fps."""
     from etc_core.files.video_io import write_video
-    video = np.zeros((frames, 48, 48, 3), np.uint8)
-    for t in range(frames):
-        video[t, 10:26, 4 + 4 * t:20 + 4 * t] = color
-    return write_video(path, video, 8.0)
+    return write_video(path, moving_square([(4 + 4 * t, 10) for t in range(frames)], 16, color, 48, background=0), 8.0)
