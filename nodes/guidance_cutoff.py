@@ -32,6 +32,8 @@ import logging
 
 import torch
 
+from ..vcut_core.cached_projection import mean_context
+
 CROSS_ATTENTION_KEYS = ("c_crossattn", "time_context")
 COND, UNCOND = 0, 1
 
@@ -44,7 +46,7 @@ def mean_contexts(cond_c: dict, uncond_c: dict) -> dict:
             if uncond_c.get(key) is None or uncond_c[key].shape != cond_c[key].shape:
                 raise ValueError(f"VCUT guidance cutoff: the cond and uncond '{key}' differ in shape; "
                                  "the cutoff needs SVD's one-token image conditioning on both")
-            merged[key] = (cond_c[key] + uncond_c[key]) * 0.5
+            merged[key] = mean_context(cond_c[key], uncond_c[key])
     return merged
 
 

@@ -36,6 +36,13 @@ def run_length_rows(context: torch.Tensor):
     return context[index], counts
 
 
+def mean_context(cond: torch.Tensor, uncond: torch.Tensor) -> torch.Tensor:
+    """The one context a step past the guidance cutoff runs with (VCUT eq. 4): the cond/uncond mean. Exact
+    where cross-attention reads one token: its output ``L(ctx) = to_out(to_v(ctx))`` is affine, so
+    ``L(mean(a, b)) = mean(L(a), L(b))``."""
+    return (cond + uncond) * 0.5
+
+
 def _tensor_fingerprint(t):
     # Inference tensors keep no version counter; they cannot change outside inference mode.
     return None if t is None else (id(t), t.data_ptr(), -1 if t.is_inference() else t._version)

@@ -11,7 +11,7 @@ Usage::
 import torch
 from torch import nn
 
-from .cached_projection import CachedProjectionCrossAttention
+from .cached_projection import CachedProjectionCrossAttention, mean_context
 from .patch_plan import plan_replacements
 
 
@@ -63,7 +63,7 @@ class _CutoffUNetForward:
         half = sample.shape[0] // 2
         uncond_ctx, cond_ctx = encoder_hidden_states.chunk(2)
         self.passes += 1
-        out = self.forward(sample[half:], timestep, (uncond_ctx + cond_ctx) * 0.5, added_time_ids[half:],
+        out = self.forward(sample[half:], timestep, mean_context(cond_ctx, uncond_ctx), added_time_ids[half:],
                            return_dict=False, **kwargs)[0]
         out = torch.cat([out, out])
         if return_dict:
