@@ -1,6 +1,7 @@
 """ETC fine-tuning: the trainer (one process or ``accelerate launch``), its config and run folder, loading a
 base model, checkpoints, the export for ComfyUI's loaders and the terminal launch line."""
 from .config import ConfigError, TrainConfig
-from .trainer import Trainer, check_launch, main
+from .command import main
+from .trainer import Trainer, check_launch
 
 __all__ = ["ConfigError", "TrainConfig", "Trainer", "check_launch", "main"]
