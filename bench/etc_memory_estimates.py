@@ -73,11 +73,11 @@ def sample_one(root: str, frames: int, size: int) -> dict:
     comfy = InProcessComfy(os.path.join(root, f"comfy_{frames}_{size}"))
     comfy.run(etc_graph(frames=4, layout="auto", size=32, steps=1, video=False, prefix="warm"))
     probes = next(m for name, m in sys.modules.items() if name.endswith(".nodes.host_probes"))
-    model = comfy.nodes.NODE_CLASS_MAPPINGS["ETCVCUTTestTinySD2"]().load(0)[0]
+    model, _, vae = comfy.nodes.NODE_CLASS_MAPPINGS["ETCVCUTTestTinySD2"]().load(0)
     element, attention = probes.compute_element_bytes(model), probes.attention_kind()
     latent = size // 8
     estimate = (sampling_bytes(model.model.diffusion_model, 1, 4, frames * latent, latent, element, attention)
-                + frames_bytes(frames, 1, size, size))
+                + probes.decode_bytes(vae, size, size) + frames_bytes(frames, 1, size, size))  # as ETCSampler counts
     with PeakMemory(anonymous_rss, 0.002) as measured:
         comfy.run(etc_graph(frames=frames, layout="auto", size=size, steps=1, video=False, prefix="measured"))
     grown = measured.growth

@@ -11,7 +11,7 @@ from ..etc_core.keyframes import check_denoise
 from ..etc_core.files.messages import quote
 from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
 from ..etc_core.unet_check import unsupported_reason
-from .host_probes import attention_kind, compute_element_bytes, free_memory, latent_channels
+from .host_probes import attention_kind, compute_element_bytes, decode_bytes, free_memory, latent_channels
 from .patch_lookup import module_to_patch
 from .node_spec import Input, NodeSpec, Output, mappings, node
 from .shared_inputs import (BATCH_SIZE, ETC_CATEGORY as CATEGORY, FPS, FRAME_HEIGHT, FRAME_WIDTH, FRAMES, LAYOUT, MODEL,
@@ -50,9 +50,9 @@ def check_sd_unet(model, node):
                          "checkpoint (e.g. v2-1_512-ema-pruned.safetensors) loaded with Load Checkpoint")
 
 
-def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_size, decode=False):
-    """Refuse, before anything is allocated, a grid whose sampling (and, with ``decode``, its decoded
-    frames) cannot fit in the memory free on the model's device (etc_core.memory)."""
+def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_size, vae=None):
+    """Refuse, before anything is allocated, a grid whose sampling (and, with ``vae``, the decoding of one
+    frame and the decoded frames) cannot fit in the memory free on the model's device (etc_core.memory)."""
     unet = model.model.diffusion_model
     channels = latent_channels(model)
     element, attention = compute_element_bytes(model), attention_kind()
@@ -61,10 +61,12 @@ def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_
 
     def needed(f, w, h):
         grid = sampling_bytes(unet, batch_size, channels, f * (h // 8), w // 8, element, attention)
-        return grid + (frames_bytes(f, batch_size, h, w) if decode and on_cpu else 0)
+        if vae is None:
+            return grid
+        return grid + decode_bytes(vae, w, h) + (frames_bytes(f, batch_size, h, w) if on_cpu else 0)
 
     check_grid_fits(node, needed, frames, frame_width, frame_height, free_memory(device), batch=batch_size)
-    if decode and not on_cpu:  # the decoded frames land in RAM
+    if vae is not None and not on_cpu:  # the decoded frames land in RAM
         check_grid_fits(node, lambda f, w, h: frames_bytes(f, batch_size, h, w), frames, frame_width, frame_height,
                         free_memory(), "for the decoded frames", batch_size)
 
@@ -317,7 +319,7 @@ class ETCSampler:
                              "source clip (ETC Grid Pack (latent)) to latent, or set denoise=1")
         if latent is not None:
             check_latent_input("ETCSampler", latent, frames, layout, frame_width, frame_height, batch_size)
-        check_sampling_memory("ETCSampler", model, frames, frame_width, frame_height, batch_size, decode=True)
+        check_sampling_memory("ETCSampler", model, frames, frame_width, frame_height, batch_size, vae=vae)
         if latent is None:
             (latent,) = ETCEmptyGridLatent().generate(frames, frame_width, frame_height, layout, batch_size,
                                                       "ETCSampler")

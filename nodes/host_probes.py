@@ -1,6 +1,13 @@
 """What the pack reads from the host about a loaded model and the machine, on every ComfyUI it runs on:
-latent channels, the compute dtype, the attention kind and free memory (etc_core.memory's inputs)."""
+latent channels, the compute dtype, the attention kind, a VAE's decoding memory and free memory
+(etc_core.memory's inputs)."""
 import torch
+
+
+def decode_bytes(vae, frame_width: int, frame_height: int) -> int:
+    """Working memory ComfyUI's VAE reserves to decode one frame (its own ``memory_used_decode``, the same on
+    every version; ``VAE.decode`` decodes as many frames at once as fit in what is free, and at least one)."""
+    return int(vae.memory_used_decode((1, 4, frame_height // 8, frame_width // 8), vae.vae_dtype))
 
 
 def latent_channels(patcher) -> int:
