@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The demo's training step (etc_vcut_dev.demo) per UNet layout, batch size and precision, timed alternately.
+"""The demo's training step (etc_vcut_dev.demo_model) per UNet layout, batch size and precision, timed alternately.
 
 Every variant gets its own trainer on the demo's synthetic set; then rounds of ``--steps`` steps run variant after
 variant in one process, so a load that comes and goes (a shared machine) lands on all of them alike. Prints
@@ -19,11 +19,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def trainer_for(folder: str, layout: str, batch: int, precision: str, cache: bool):
-    from etc_vcut_dev import demo, synthetic, tiny_base
+    from etc_vcut_dev import demo_model, synthetic, tiny_base
     from etc_core.train import Trainer, TrainConfig
     data_folder = os.path.join(folder, "data")
     if not os.path.isdir(data_folder):
-        synthetic.write_square_set(data_folder, demo.FRAMES, held_out=demo.HELD_OUT, size=demo.SIZE)
+        synthetic.write_square_set(data_folder, demo_model.FRAMES, held_out=demo_model.HELD_OUT, size=demo_model.SIZE)
     data = {"video_manifest": os.path.join(data_folder, "videos.jsonl"),
             "image_manifest": os.path.join(data_folder, "images.jsonl"),
             "label_folder": os.path.join(data_folder, "labels")}
@@ -31,8 +31,8 @@ def trainer_for(folder: str, layout: str, batch: int, precision: str, cache: boo
     pretrained = tiny_base.write_pretrained(os.path.join(folder, f"pretrained_{layout}"), vae,
                                             unet_config=tiny_base.UNET_LAYOUTS[layout])
     config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, f"run_{layout}_{batch}_{cache}_{precision}"),
-                         ratios=(0.9, 0.05, 0.05), frames=demo.FRAMES, layout=demo.LAYOUT, resolution=demo.SIZE,
-                         caption_dropout=0.1, mixed_precision=precision, lr=demo.LR, batch_size=batch,
+                         ratios=(0.9, 0.05, 0.05), frames=demo_model.FRAMES, layout=demo_model.LAYOUT, resolution=demo_model.SIZE,
+                         caption_dropout=0.1, mixed_precision=precision, lr=demo_model.LR, batch_size=batch,
                          max_steps=1, checkpoint_every=10**9, seed=0, cache_latents=cache, **data)
     return Trainer(config)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""ETC's grid tasks on the demo's tiny trained ETC (dev/etc_vcut_dev/demo.py), in a real ComfyUI over HTTP.
+"""ETC's grid tasks on the demo's tiny trained ETC (etc_vcut_dev.demo_model), in a real ComfyUI over HTTP.
 
 Coloured squares on a grey background, 8 frames of 32x32 in a 2x4 grid, 4 fps, 20 euler steps, cfg 4, seeds
 0..N-1 as one batch per task (ComfyUI draws each batch item its own noise from the seed). Per task, how many
@@ -16,7 +16,7 @@ of the N clips do what was asked, judged by the square tracker of the synthetic 
 - guidance cutoff at c = 5, 10, 15, 20 of 20 steps on the held-out caption: clips moving up, and UNet passes
   per clip (counted; c = 20 is plain guidance).
 
-The model is trained once per demo.training_key() into --cache (about 8 CPU minutes on an idle 2-core machine).
+The model is trained once per demo_model.training_key() into --cache (about 8 CPU minutes on an idle 2-core machine).
 Prints the table, writes bench/results/etc_grid_tasks.json and a frame strip per task.
 """
 import argparse
@@ -27,15 +27,15 @@ import cv2
 import numpy as np
 from safetensors.torch import load_file
 
-from etc_vcut_dev import demo, synthetic
+from etc_vcut_dev import demo, demo_model, synthetic
 from etc_vcut_dev.comfy_host import ComfyServer
 from etc_vcut_dev.graphs import unet_calls
 from etc_vcut_dev.grid_tasks import grid_task_graph
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SIDE, HELD_OUT = 10, synthetic.caption(*demo.HELD_OUT)
-BOTTOM, TOP = demo.SIZE - SIDE, 0
-MIDDLE = (demo.SIZE - SIDE) // 2
+SIDE, HELD_OUT = 10, synthetic.caption(*demo_model.HELD_OUT)
+BOTTOM, TOP = demo_model.SIZE - SIDE, 0
+MIDDLE = (demo_model.SIZE - SIDE) // 2
 
 
 def _png(frame) -> bytes:
@@ -54,7 +54,7 @@ def _colour(frame) -> str:
 
 def _frames(server, prefix, seeds):
     image = load_file(server.output_path(f"{prefix}.safetensors"))["image"].numpy()
-    return (image * 255).round().clip(0, 255).astype(np.uint8).reshape(seeds, demo.FRAMES, *image.shape[1:])
+    return (image * 255).round().clip(0, 255).astype(np.uint8).reshape(seeds, demo_model.FRAMES, *image.shape[1:])
 
 
 def _load_image(g, name, file):
@@ -64,7 +64,7 @@ def _load_image(g, name, file):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=os.path.join(demo.REPO, ".cache", "demo_model"),
+    parser.add_argument("--cache", default=os.path.join(demo_model.REPO, ".cache", "demo_model"),
                         help="where the trained demo model is kept (trained there when missing)")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
@@ -73,11 +73,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     n, steps = args.seeds, args.steps
     green, red = synthetic.COLORS["green"], synthetic.COLORS["red"]
-    results = {"machine": demo.machine(), "training_key": demo.training_key(), "seeds": list(range(n)),
-               "steps": steps, "frames": demo.FRAMES, "layout": demo.LAYOUT, "size": demo.SIZE, "fps": demo.FPS}
+    results = {"machine": demo.machine(), "training_key": demo_model.training_key(), "seeds": list(range(n)),
+               "steps": steps, "frames": demo_model.FRAMES, "layout": demo_model.LAYOUT, "size": demo_model.SIZE, "fps": demo_model.FPS}
     strips = {}
     with ComfyServer(args.work) as server:
-        files = demo.cached_etc(args.cache, server.base)
+        files = demo_model.cached_etc(args.cache, server.base)
         models = ({"unet": server.unet_loader(files["unet"]),
                    "v": {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["unet", 0],
                                                                            "sampling": "v_prediction", "zsnr": False}},
@@ -85,12 +85,12 @@ def main(argv=None) -> int:
                                                                    "type": "stable_diffusion"}},
                    "vae": {"class_type": "VAELoader", "inputs": {"vae_name": files["vae"]}}},
                   ["v", 0], ["clip", 0], ["vae", 0])
-        common = dict(models=models, frames=demo.FRAMES, layout=demo.LAYOUT, size=demo.SIZE, steps=steps, cfg=4.0,
-                      batch=n, seed=0, fps=demo.FPS, fps_weights=files["fps"])
-        server.upload("grid_bottom.png", _png(synthetic.square_frame(demo.SIZE, SIDE, MIDDLE, BOTTOM, green)))
-        server.upload("grid_top.png", _png(synthetic.square_frame(demo.SIZE, SIDE, MIDDLE, TOP, green)))
-        source = synthetic.square_clip(red, "left", 4.0, demo.FRAMES, demo.SIZE, SIDE)
-        rows, cols = demo.LAYOUT.split("x")
+        common = dict(models=models, frames=demo_model.FRAMES, layout=demo_model.LAYOUT, size=demo_model.SIZE, steps=steps, cfg=4.0,
+                      batch=n, seed=0, fps=demo_model.FPS, fps_weights=files["fps"])
+        server.upload("grid_bottom.png", _png(synthetic.square_frame(demo_model.SIZE, SIDE, MIDDLE, BOTTOM, green)))
+        server.upload("grid_top.png", _png(synthetic.square_frame(demo_model.SIZE, SIDE, MIDDLE, TOP, green)))
+        source = synthetic.square_clip(red, "left", 4.0, demo_model.FRAMES, demo_model.SIZE, SIDE)
+        rows, cols = demo_model.LAYOUT.split("x")
         grid = np.concatenate([np.concatenate(list(r), axis=1) for r in source.reshape(int(rows), int(cols),
                                                                                       *source.shape[1:])], axis=0)
         server.upload("grid_red_left.png", _png(grid))
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
             g = grid_task_graph(prefix=name, text="a green square moving left", source=["src", 0], denoise=denoise,
                                 **common)
             g["src"] = {"class_type": "ETCGridUnpackImage", "inputs": {
-                "image": _load_image(g, "src_grid", "grid_red_left.png"), "frames": demo.FRAMES,
-                "layout": demo.LAYOUT}}
+                "image": _load_image(g, "src_grid", "grid_red_left.png"), "frames": demo_model.FRAMES,
+                "layout": demo_model.LAYOUT}}
             videos = run(name, g)
             colour = [all(_colour(f) == "green" for f in v) for v in videos]
             moves = [synthetic.motion_direction(synthetic.square_centres(v)) for v in videos]
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         colours = [[_colour(f) for f in v] for v in run("per_frame", g)]
         results["per_frame_prompts"] = {"every_frame_as_asked": sum(c == asked for c in colours),
                                         "frames_as_asked": sum(a == b for c in colours for a, b in zip(c, asked)),
-                                        "of_frames": n * demo.FRAMES}
+                                        "of_frames": n * demo_model.FRAMES}
         # guidance cutoff
         results["cutoff"] = {}
         for c in (5, 10, 15, 20):
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
             passes = sum(call["batch"] for call in unet_calls(server, f"{name}.json")) / n
             results["cutoff"][str(c)] = {"moves_up": sum(m == "up" for m in moves), "unet_passes_per_clip": passes}
     for name, frames in strips.items():
-        demo.frame_strip(frames, os.path.join(os.path.dirname(args.out), f"etc_grid_tasks_{name}.png"))
+        demo_model.frame_strip(frames, os.path.join(os.path.dirname(args.out), f"etc_grid_tasks_{name}.png"))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from etc_vcut_dev import demo
+from etc_vcut_dev import demo_model
 from etc_vcut_dev.browser import ADVANCED, CHROMIUM, PLAY, frontend_page, view_url
 from etc_vcut_dev import synthetic
 
@@ -17,19 +17,19 @@ SEEDS = 10
 @pytest.fixture(scope="module")
 def etc_files(comfy_server):
     """The demo's model at the demo's own budget, trained once for both host passes (.cache/demo_model)."""
-    return demo.cached_etc(os.path.join(demo.REPO, ".cache", "demo_model"), comfy_server.base)
+    return demo_model.cached_etc(os.path.join(demo_model.REPO, ".cache", "demo_model"), comfy_server.base)
 
 
 def _directions(comfy_server, files, caption):
     """(frames [SEEDS, T, H, W, 3], direction per seed, output records) of one prompt of SEEDS videos."""
-    frames, records = demo.sample_etc(comfy_server, files, caption, seed=0, batch=SEEDS, prefix="ETC/test")
+    frames, records = demo_model.sample_etc(comfy_server, files, caption, seed=0, batch=SEEDS, prefix="ETC/test")
     return frames, [synthetic.motion_direction(synthetic.square_centres(v)) for v in frames], records
 
 
 @pytest.fixture(scope="module")
 def held_out(comfy_server, etc_files):
     """The held-out caption sampled as the demo samples it."""
-    return _directions(comfy_server, etc_files, synthetic.caption(*demo.HELD_OUT))
+    return _directions(comfy_server, etc_files, synthetic.caption(*demo_model.HELD_OUT))
 
 
 def test_both_ci_hosts_share_one_trained_demo_model(monkeypatch):
@@ -40,7 +40,7 @@ def test_both_ci_hosts_share_one_trained_demo_model(monkeypatch):
     keys = set()
     for host in REGISTRY_HOSTS:
         monkeypatch.setenv("ETCVCUT_HOST", host)
-        keys.add(demo.training_key())
+        keys.add(demo_model.training_key())
     assert len(REGISTRY_HOSTS) == 2 and len(keys) == 1
 
 
@@ -57,14 +57,14 @@ def test_constructed_vae_keeps_the_motion_of_the_training_clips(tmp_path):
     """The decoded frames are coarse (8x8 blocks), but the tracker still reads the clips' directions."""
     from etc_vcut_dev import tiny_base
     from etc_core.data import TripleData
-    data = synthetic.write_square_set(str(tmp_path), demo.FRAMES)
-    assert synthetic.caption(*demo.HELD_OUT) not in data["captions"] and len(data["captions"]) == 15
-    clips = TripleData(demo.FRAMES, demo.SIZE, data["video_manifest"], ratios=(1, 0, 0), seed=0)
+    data = synthetic.write_square_set(str(tmp_path), demo_model.FRAMES)
+    assert synthetic.caption(*demo_model.HELD_OUT) not in data["captions"] and len(data["captions"]) == 15
+    clips = TripleData(demo_model.FRAMES, demo_model.SIZE, data["video_manifest"], ratios=(1, 0, 0), seed=0)
     vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
     results = []
     for index in range(40):
         sample = clips.sample(index)
-        if sample["fps"] != demo.FPS:
+        if sample["fps"] != demo_model.FPS:
             continue
         with torch.no_grad():
             decoded = vae.decode(vae.encode(sample["pixels"]).latents).sample.clamp(-1, 1)
@@ -84,9 +84,9 @@ def test_tiny_vae_and_text_encoder_files_match_what_the_trainer_used(etc_files, 
 
 def test_held_out_caption_gives_one_square_moving_its_way(held_out):
     frames, directions, _ = held_out
-    assert frames.shape == (SEEDS, demo.FRAMES, demo.SIZE, demo.SIZE, 3)
-    assert sum(d == demo.HELD_OUT[1] for d in directions) >= 8, directions
-    steps = np.abs(np.diff(frames.astype(np.int16), axis=1)).reshape(SEEDS, demo.FRAMES - 1, -1).max(-1)
+    assert frames.shape == (SEEDS, demo_model.FRAMES, demo_model.SIZE, demo_model.SIZE, 3)
+    assert sum(d == demo_model.HELD_OUT[1] for d in directions) >= 8, directions
+    steps = np.abs(np.diff(frames.astype(np.int16), axis=1)).reshape(SEEDS, demo_model.FRAMES - 1, -1).max(-1)
     assert (steps > 10).all()  # no frame is a copy of the one before
 
 
@@ -101,8 +101,8 @@ def test_held_out_video_plays_in_the_browser(comfy_server, held_out):
         page.wait_for_function(ADVANCED, timeout=30000)
         width, height, seconds = page.evaluate(
             "() => [window.__played.videoWidth, window.__played.videoHeight, window.__played.duration]")
-    assert (width, height) == (demo.SIZE * 4, demo.SIZE * 4)
-    assert seconds == pytest.approx(SEEDS * demo.FRAMES / demo.FPS, abs=0.05)
+    assert (width, height) == (demo_model.SIZE * 4, demo_model.SIZE * 4)
+    assert seconds == pytest.approx(SEEDS * demo_model.FRAMES / demo_model.FPS, abs=0.05)
 
 
 @pytest.mark.parametrize("direction", ["left", "right", "down"])

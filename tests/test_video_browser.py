@@ -16,7 +16,7 @@ import time
 import pytest
 
 from etc_vcut_dev.browser import ADVANCED, CHROMIUM, FIT_GRAPH, PLAY, frontend_page, view_url
-from etc_vcut_dev.demo import TINY_PARTS
+from etc_vcut_dev.tiny_workflows import TINY_PARTS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (scripts/setup.sh --tests does)")

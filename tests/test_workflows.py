@@ -13,9 +13,9 @@ from PIL import Image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-from etc_vcut_dev import demo
+from etc_vcut_dev import demo_model
 from etc_vcut_dev.comfy_host import PACK_DIR_NAME
-from etc_vcut_dev.demo import DEMO_OVERRIDES, swap_loaders, tiny_training_inputs, write_example_image
+from etc_vcut_dev.tiny_workflows import DEMO_OVERRIDES, swap_loaders, tiny_training_inputs, write_example_image
 from etc_vcut_dev.client import apply_overrides
 from etc_vcut_dev.templates import TEMPLATES, model_files
 from etc_vcut_dev.workflow_format import VIRTUAL_NODES, declared_only, renumber, ui_to_api
@@ -134,15 +134,15 @@ def test_etc_template_samples_the_first_commands_model():
     """etc_text_to_video loads the files the first command installs, by the names it installs them under, at
     the demo's frames, layout, frame size and frame rate (the demo samples its model through this graph)."""
     prompt = _load(os.path.join(REPO, "workflows", "api", "etc_text_to_video.json"))
-    files = demo.etc_file_names("etc_demo")
-    assert demo.install_etc.__defaults__ == ("etc_demo",)
+    files = demo_model.etc_file_names("etc_demo")
+    assert demo_model.install_etc.__defaults__ == ("etc_demo",)
     named = {(n["class_type"], k): v for n in prompt.values() for k, v in n["inputs"].items()}
     assert {named[("UNETLoader", "unet_name")], named[("CLIPLoader", "clip_name")], named[("VAELoader", "vae_name")],
             named[("ETCSampler", "fps_weights")]} == set(files.values())
     assert (named[("ETCSampler", "frames")], named[("ETCSampler", "layout")], named[("ETCSampler", "frame_width")],
             named[("ETCSampler", "frame_height")], named[("ETCSampler", "fps")]) == \
-        (demo.FRAMES, demo.LAYOUT, demo.SIZE, demo.SIZE, demo.FPS)
-    assert demo.etc_prompt(files, "a red square moving left", 3)["7"]["inputs"]["fps_weights"] == files["fps"]
+        (demo_model.FRAMES, demo_model.LAYOUT, demo_model.SIZE, demo_model.SIZE, demo_model.FPS)
+    assert demo_model.etc_prompt(files, "a red square moving left", 3)["7"]["inputs"]["fps_weights"] == files["fps"]
 
 
 def test_template_browser_lists_the_example_workflows(comfy_server):
