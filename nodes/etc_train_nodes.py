@@ -13,7 +13,7 @@ import torch
 
 from ..etc_core.files.loss_curve import loss_curve_image
 from ..etc_core.files.media_header import MAX_FRAME_PIXELS
-from ..etc_core.train import Trainer, TrainConfig, check_launch
+from ..etc_core.train import Trainer, TrainConfig, check_run
 from ..etc_core.train.launch_line import launch_line, write_launch_config
 from ..etc_core.train.memory_estimate import check_training_memory
 from .host_probes import free_memory
@@ -149,7 +149,7 @@ class ETCTrainer:
     def _train(self, resume, **config):
         import comfy.model_management
         values, roots = run_values(config), allowed_roots()
-        check_launch(TrainConfig.from_dict(values), resume, roots)  # reads only
+        check_run(TrainConfig.from_dict(values), resume, roots)  # reads only
         comfy.model_management.unload_all_models()  # the run needs the device's memory
         comfy.model_management.soft_empty_cache()
         device = comfy.model_management.get_torch_device()

@@ -156,7 +156,7 @@ except ModuleNotFoundError as error:
 
 def test_the_pack_loads_without_the_training_packages_and_training_names_them():
     """accelerate and peft are not installed with the pack: every node still loads, and the trainer's first
-    check (check_launch calls it before the run folder is touched) names them and the command that installs
+    check (check_run calls it before the run folder is touched) names them and the command that installs
     them."""
     result = subprocess.run([sys.executable, "-c", MISSING_PACKAGES], capture_output=True, text=True, timeout=300,
                             cwd=REPO)

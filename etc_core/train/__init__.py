@@ -2,6 +2,6 @@
 base model, checkpoints, the export for ComfyUI's loaders and the terminal launch line."""
 from .config import ConfigError, TrainConfig
 from .command import main
-from .trainer import Trainer, check_launch
+from .trainer import Trainer, check_run
 
-__all__ = ["ConfigError", "TrainConfig", "Trainer", "check_launch", "main"]
+__all__ = ["ConfigError", "TrainConfig", "Trainer", "check_run", "main"]

@@ -9,7 +9,7 @@ import shlex
 from .. import sd2
 from ..files.atomic import write_text_atomic
 from .config import TrainConfig, claim_output_dir
-from .trainer import check_launch
+from .trainer import check_run
 
 PACK_ROOT = os.path.dirname(os.path.dirname(sd2.CONFIG_DIR))
 DEEPSPEED_CONFIG = os.path.relpath(os.path.join(sd2.CONFIG_DIR, "accelerate_deepspeed_zero2.yaml"), PACK_ROOT)
@@ -20,7 +20,7 @@ def write_launch_config(values: dict, resume: bool = False, roots=None):
     """Check ``values`` (TrainConfig fields, absolute paths), claim the run folder and write
     ``launch_config.json`` into it; returns ``(path, sha256 of the file)``. A refused config writes nothing."""
     config = TrainConfig.from_dict(values)
-    check_launch(config, resume, roots)
+    check_run(config, resume, roots)
     claim_output_dir(config)
     text = json.dumps(values, indent=1)
     path = os.path.join(config.output_dir, CONFIG_FILE)

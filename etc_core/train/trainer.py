@@ -56,8 +56,8 @@ def check_training_packages():
                                   "to keep that torch (docs/training.md)")
 
 
-def check_launch(config: TrainConfig, resume: bool = False, roots=None):
-    """Everything a launch can check without the models and without decoding: the training packages, the
+def check_run(config: TrainConfig, resume: bool = False, roots=None):
+    """Everything a run (in process or from a launch line) can check before it starts, without the models and without decoding: the training packages, the
     run folder, the base model, the data lists (each line parsed, each field typed, each file present).
     Reads only; ``roots`` confines the files the data lists name."""
     check_training_packages()
@@ -106,7 +106,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False, roots=None, cpu: bool = False,
                  single_process: bool = False, log=None):
         self.config = config
-        check_launch(config, resume, roots)  # every check before the first write
+        check_run(config, resume, roots)  # every check before the first write
         self.accelerator = make_accelerator(config, cpu)
         state = self.accelerator.state
         if single_process and (state.num_processes != 1 or state.deepspeed_plugin is not None):
