@@ -57,9 +57,9 @@ def check_training_packages():
 
 
 def check_run(config: TrainConfig, resume: bool = False, roots=None):
-    """Everything a run (in process or from a launch line) can check before it starts, without the models and without decoding: the training packages, the
-    run folder, the base model, the data lists (each line parsed, each field typed, each file present).
-    Reads only; ``roots`` confines the files the data lists name."""
+    """Everything a run (in process or from a launch line) can check before it starts, without the models and
+    without decoding: the training packages, the run folder, the base model, the data lists (each line parsed,
+    each field typed, each file present). Reads only; ``roots`` confines the files the data lists name."""
     check_training_packages()
     check_output_dir(config, resume)
     check_pretrained(config.pretrained)
