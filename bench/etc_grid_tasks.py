@@ -110,8 +110,8 @@ def main(argv=None) -> int:
         results["image_to_video"] = {"frame_0_kept": sum(kept), "moves_up": sum(m == "up" for m in moves),
                                      "both": sum(k and m == "up" for k, m in zip(kept, moves)), "directions": moves}
         # interpolation
-        g = grid_task_graph(prefix="interp", text=HELD_OUT, keyframes=("0, 7", ["keys", 0]), **common)
-        g["keys"] = {"class_type": "ImageBatch", "inputs": {"image1": _load_image(g, "k0", "grid_bottom.png"),
+        g = grid_task_graph(prefix="interp", text=HELD_OUT, keyframes=("0, 7", ["key_images", 0]), **common)
+        g["key_images"] = {"class_type": "ImageBatch", "inputs": {"image1": _load_image(g, "k0", "grid_bottom.png"),
                                                             "image2": _load_image(g, "k7", "grid_top.png")}}
         centres = [synthetic.square_centres(v) for v in run("interp", g)]
         monotone = [all(p is not None for p in c) and all(b[1] <= a[1] + 1 for a, b in zip(c, c[1:]))
