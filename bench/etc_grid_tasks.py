@@ -152,9 +152,9 @@ def main(argv=None) -> int:
     for name, frames in strips.items():
         demo_model.frame_strip(frames, os.path.join(os.path.dirname(args.out), f"etc_grid_tasks_{name}.png"))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=1)
     print(table(results))
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1, default=lambda value: value.item())  # numpy counts
     return 0
 
 
