@@ -4,10 +4,16 @@ latent channels, the compute dtype, the attention kind, a VAE's decoding memory 
 import torch
 
 
+# ComfyUI's VAE decodes a frame that does not fit in tiles of 64x64 latents (``VAE.decode_tiled_``, every version).
+DECODE_TILE = 64
+
+
 def decode_bytes(vae, frame_width: int, frame_height: int) -> int:
-    """Working memory ComfyUI's VAE reserves to decode one frame (its own ``memory_used_decode``, the same on
-    every version; ``VAE.decode`` decodes as many frames at once as fit in what is free, and at least one)."""
-    return int(vae.memory_used_decode((1, 4, frame_height // 8, frame_width // 8), vae.vae_dtype))
+    """The least working memory ComfyUI's VAE needs to decode: its own estimate (``memory_used_decode``, the
+    same on every version) for one frame, or for one tile where a frame is larger. ``VAE.decode`` decodes as
+    many frames at once as fit in what is free, at least one, and falls back to tiles when one does not fit."""
+    shape = (1, 4, min(frame_height // 8, DECODE_TILE), min(frame_width // 8, DECODE_TILE))
+    return int(vae.memory_used_decode(shape, vae.vae_dtype))
 
 
 def latent_channels(patcher) -> int:

@@ -115,3 +115,18 @@ def test_grid_latent_check_uses_metadata_then_shape():
     check_grid_latent(latent, 4, 4)
     with pytest.raises(GridLayoutError, match="not a grid of 3x3"):
         check_grid_latent({"samples": torch.zeros(1, 4, 16, 16)}, 3, 3)
+
+
+def test_decoding_memory_counts_one_frame_or_one_tile():
+    """ETCSampler's memory check counts ComfyUI's own decode estimate for one frame, or for one 64x64-latent tile
+    of a larger frame (ComfyUI decodes in tiles when a frame does not fit), never the whole frame beyond that."""
+    from types import SimpleNamespace
+    from etc_vcut_dev.pack import pack_submodule
+    decode_bytes = pack_submodule("nodes.host_probes").decode_bytes
+    shapes = []
+    vae = SimpleNamespace(vae_dtype=torch.float32,
+                          memory_used_decode=lambda shape, dtype: shapes.append(shape) or shape[2] * shape[3] * 10)
+    assert decode_bytes(vae, 256, 128) == 16 * 32 * 10
+    assert decode_bytes(vae, 4096, 4096) == 64 * 64 * 10
+    assert decode_bytes(vae, 8192, 256) == 32 * 64 * 10
+    assert shapes == [(1, 4, 16, 32), (1, 4, 64, 64), (1, 4, 32, 64)]
