@@ -9,7 +9,7 @@ from ..etc_core import (FPSConditionedTimeEmbedding, FPSEmbedding, MixedEmbeddin
 from ..etc_core.grid import check_frame_size, check_grid_latent
 from ..etc_core.keyframes import check_denoise
 from ..etc_core.files.messages import quote
-from ..etc_core.memory import check_grid_fits, frames_bytes, sampling_bytes
+from ..etc_core.memory import SAMPLING, check_grid_fits, frames_bytes, sampling_bytes
 from ..etc_core.unet_check import unsupported_reason
 from .host_probes import attention_kind, compute_element_bytes, decode_bytes, free_memory, latent_channels
 from .patch_lookup import module_to_patch
@@ -65,7 +65,8 @@ def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_
             return grid
         return grid + decode_bytes(vae, w, h) + (frames_bytes(f, batch_size, h, w) if on_cpu else 0)
 
-    check_grid_fits(node, needed, frames, frame_width, frame_height, free_memory(device), batch=batch_size)
+    what = SAMPLING if vae is None else "to sample and decode (latents, UNet activations, attention, decoding)"
+    check_grid_fits(node, needed, frames, frame_width, frame_height, free_memory(device), what, batch_size)
     if vae is not None and not on_cpu:  # the decoded frames land in RAM
         check_grid_fits(node, lambda f, w, h: frames_bytes(f, batch_size, h, w), frames, frame_width, frame_height,
                         free_memory(), "for the decoded frames", batch_size)
