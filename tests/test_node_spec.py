@@ -117,6 +117,10 @@ def _as_classic(v3_info: dict, classic: dict) -> dict:
     for flag in ("deprecated", "experimental", "api_node"):  # V3 lists them false, classic leaves them out
         if info[flag] is False:
             del info[flag]
+    # ComfyUI 0.8.0's V3 lists output_matchtypes (outputs typed like an input) as None when there are none;
+    # its classic entry leaves the key out
+    if info.get("output_matchtypes", "") is None and "output_matchtypes" not in classic:
+        del info["output_matchtypes"]
     return info
 
 
