@@ -134,7 +134,8 @@ class _Progress:
     "Cancel stops at the next step with a checkpoint, and resume continues it. Several GPUs: ETC Train Command.",
     "train",
     inputs=RUN_INPUTS,
-    outputs=(Output("STRING", "the export folder (output_dir/final): etc_unet_comfyui.safetensors for "
+    outputs=(Output("STRING", "the export folder as ComfyUI's folders name it (output/<output_dir>/final): "
+                    "etc_unet_comfyui.safetensors for "
                     "models/unet (LoRA runs: etc_lora_comfyui.safetensors for models/loras) and "
                     "etc_fps.safetensors for models/etc",
                     "checkpoint"),
@@ -178,6 +179,7 @@ class ETCTrainer:
         del trainer
         comfy.model_management.soft_empty_cache()
         curve = torch.from_numpy(loss_curve_image(losses)).float().div(255).unsqueeze(0)
+        folder = without_server_paths(folder)  # output/..., as the node's text names it, never the server's path
         text = [without_server_paths(line) for line in [f"{steps} steps -> {folder}"] + report]
         return {"ui": {"text": text}, "result": (folder, curve, {"loss": losses})}
 
