@@ -158,15 +158,15 @@ class ETCTrainer:
         write_launch_config(values, resume, roots)  # also what a terminal run would continue
         report = []
 
-        def log(line):
-            report.append(line)
-            logging.warning("ETCTrainer %s", line)
+        def log(line):  # the server log is served too (/internal/logs): ComfyUI's folders, never server paths
+            report.append(without_server_paths(line))
+            logging.warning("ETCTrainer %s", report[-1])
 
         cpu = comfy.model_management.get_torch_device().type == "cpu"
         # ComfyUI runs nodes under inference_mode; training needs autograd
         with torch.inference_mode(False), torch.enable_grad():
             trainer = Trainer(TrainConfig.from_dict(values), resume=resume, roots=roots, cpu=cpu,
-                              single_process=True, log=log)
+                              single_process=True, log=log, shown=without_server_paths)
             progress = _Progress(trainer)
             try:
                 trainer.train(progress=progress.update, should_stop=progress.should_stop)
@@ -180,7 +180,7 @@ class ETCTrainer:
         comfy.model_management.soft_empty_cache()
         curve = torch.from_numpy(loss_curve_image(losses)).float().div(255).unsqueeze(0)
         folder = without_server_paths(folder)  # output/..., as the node's text names it, never the server's path
-        text = [without_server_paths(line) for line in [f"{steps} steps -> {folder}"] + report]
+        text = [f"{steps} steps -> {folder}"] + report
         return {"ui": {"text": text}, "result": (folder, curve, {"loss": losses})}
 
 

@@ -104,7 +104,7 @@ class Trainer:
     the data report (files left out), on the main process."""
 
     def __init__(self, config: TrainConfig, resume: bool = False, roots=None, cpu: bool = False,
-                 single_process: bool = False, log=None):
+                 single_process: bool = False, log=None, shown=None):
         self.config = config
         check_run(config, resume, roots)  # every check before the first write
         self.accelerator = make_accelerator(config, cpu)
@@ -115,6 +115,7 @@ class Trainer:
         self.rows, self.cols = parse_layout(config.frames, config.layout)
         is_main = self.accelerator.is_main_process
         log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        shown = shown or str  # how skipped_files.txt names files (the node: as ComfyUI's folders, input/...)
         self.data = TripleData(config.frames, config.resolution, config.video_manifest, config.image_manifest,
                                config.label_folder, config.ratios, config.seed, config.skip_unreadable,
                                log=log if is_main else None, roots=roots, max_frame_pixels=config.max_frame_pixels)
@@ -159,7 +160,7 @@ class Trainer:
             claim_output_dir(config)
             if self.data.skipped:  # the run folder says which files this run never saw
                 write_text_atomic(os.path.join(config.output_dir, SKIPPED_FILES),
-                                  "".join(f"{path}\t{reason}\n" for path, reason in self.data.skipped))
+                                  "".join(f"{shown(path)}\t{reason}\n" for path, reason in self.data.skipped))
         if resume:
             self._load_latest()
 
