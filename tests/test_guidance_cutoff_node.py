@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from etc_vcut_dev.pack import import_pack, pack_submodule
+from etc_vcut_dev.pack import pack_submodule
 
 SIGMAS = (3.0, 2.0, 1.0)
 COND_CONTEXT, UNCOND_CONTEXT = torch.zeros(1, 1, 4), torch.ones(1, 1, 4)
