@@ -6,7 +6,7 @@ from diffusers import (AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, Sta
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 import vcut_core
-from vcut_core import CachedProjectionCrossAttention, NotSVDModelError, run_length_rows, steps_from_events
+from vcut_core import NotSVDModelError, run_length_rows, steps_from_events
 from etc_vcut_dev.pack import pack_submodule
 
 
@@ -37,7 +37,8 @@ def test_linear_modes_match_attention_and_drop_matches_zeroed_tca():
     x, t, ctx, ids = torch.randn(2, 3, 8, 8, 8), torch.tensor([10.0]), torch.randn(2, 1, 32), torch.randn(2, 3)
     with torch.no_grad():
         reference = unet(x, t, ctx, ids).sample
-        vcut_core.apply_vcut(unet, "linear", "linear")
+        names = vcut_core.apply_vcut(unet, "linear", "linear")
+        assert all(type(unet.get_submodule(n)).__name__ == "Attention" for n in names)  # a processor, no module swap
         assert torch.allclose(unet(x, t, ctx, ids).sample, reference, atol=1e-5, rtol=0)
         vcut_core.apply_vcut(unet, "keep", "drop")
         dropped = unet(x, t, ctx, ids).sample
@@ -51,24 +52,29 @@ def test_linear_modes_match_attention_and_drop_matches_zeroed_tca():
 
 
 def test_cache_is_reused_only_for_equal_context_and_weights():
-    attention = tiny_svd_unet().get_submodule(vcut_core.find_cross_attentions(tiny_svd_unet()).sca[0])
-    wrapper = CachedProjectionCrossAttention(attention, "linear", max_entries=2)
+    unet = tiny_svd_unet()
+    vcut_core.apply_vcut(unet, "linear", "keep")
+    attention = unet.get_submodule(vcut_core.find_cross_attentions(unet).sca[0])
+    processor = attention.processor
+    processor.shortcut.max_entries = 2
     x = torch.randn(4, 16, 32)
     a, b = torch.randn(1, 1, 32).expand(4, 1, 32), torch.randn(1, 1, 32).expand(4, 1, 32)
     with torch.no_grad():
-        out_a = wrapper(x, encoder_hidden_states=a.clone())
-        wrapper(x, encoder_hidden_states=a.clone())
-        assert wrapper.stats == {"hits": 1, "misses": 1, "fallbacks": 0}
-        out_b = wrapper(x, encoder_hidden_states=b.clone())
-        assert not torch.allclose(out_a, out_b) and wrapper.stats["misses"] == 2
+        out_a = attention(x, encoder_hidden_states=a.clone())
+        attention(x, encoder_hidden_states=a.clone())
+        assert processor.shortcut.stats == {"hits": 1, "misses": 1, "fallbacks": 0}
+        out_b = attention(x, encoder_hidden_states=b.clone())
+        assert not torch.allclose(out_a, out_b) and processor.shortcut.stats["misses"] == 2
         attention.to_v.weight.mul_(2.0)  # in-place weight change invalidates entries
-        out_a2 = wrapper(x, encoder_hidden_states=a.clone())
-        assert wrapper.stats["misses"] == 3 and not torch.allclose(out_a, out_a2)
+        out_a2 = attention(x, encoder_hidden_states=a.clone())
+        assert processor.shortcut.stats["misses"] == 3 and not torch.allclose(out_a, out_a2)
         for ctx in (torch.randn(4, 1, 32), torch.randn(4, 1, 32), torch.randn(4, 1, 32)):
-            wrapper(x, encoder_hidden_states=ctx)
-        assert len(wrapper._cache) == 2  # bounded
-        wrapper(x, encoder_hidden_states=torch.randn(4, 2, 32))  # two tokens: real attention
-        assert wrapper.stats["fallbacks"] == 1
+            attention(x, encoder_hidden_states=ctx)
+        assert len(processor.shortcut._cache) == 2  # bounded
+        two_tokens = torch.randn(4, 2, 32)
+        out = attention(x, encoder_hidden_states=two_tokens)  # two tokens: real attention
+        assert processor.shortcut.stats["fallbacks"] == 1
+        assert torch.equal(out, processor.wrapped(attention, x, two_tokens))
 
 
 def test_run_length_rows():
@@ -141,14 +147,15 @@ def test_diffusers_pipeline_cutoff_counts_passes(cutoff):
                   max_guidance_scale=3.0, decode_chunk_size=3, output_type="pt")
     baseline = pipe(image, generator=torch.Generator().manual_seed(0), **kwargs).frames
     vcut_core.apply_vcut(pipe.unet, "linear", "linear")
-    forward = vcut_core.enable_guidance_cutoff(pipe, cutoff)
+    cutoff_hooks = vcut_core.enable_guidance_cutoff(pipe, cutoff)
     batches = []
     hook = pipe.unet.conv_in.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0] // 3))
     frames = pipe(image, generator=torch.Generator().manual_seed(0), **kwargs).frames
     hook.remove()
     vcut_core.disable_guidance_cutoff(pipe)
     vcut_core.remove_vcut(pipe.unet)
-    assert forward.passes == 4 and batches == [2] * cutoff + [1] * (4 - cutoff)
+    assert cutoff_hooks.passes == 4 and batches == [2] * cutoff + [1] * (4 - cutoff)
+    assert not pipe.unet._forward_hooks and not pipe.unet._forward_pre_hooks  # disabled: the hooks are gone
     if cutoff == 4:
         assert torch.allclose(frames, baseline, atol=1e-5)
     else:

@@ -1,4 +1,5 @@
-"""VCUT for diffusers' ``StableVideoDiffusionPipeline`` / ``UNetSpatioTemporalConditionModel``.
+"""VCUT for diffusers' ``StableVideoDiffusionPipeline`` / ``UNetSpatioTemporalConditionModel`` (and image UNets
+with a one-token context, Stable Zero123), through diffusers' and PyTorch's own extension points.
 
 Usage::
 
@@ -7,79 +8,107 @@ Usage::
     vcut_core.enable_guidance_cutoff(pipe, cutoff_step=17)
     frames = pipe(image, num_inference_steps=25).frames
     vcut_core.remove_vcut(pipe.unet); vcut_core.disable_guidance_cutoff(pipe)
+
+The cross-attentions get an attention processor (``Attention.set_processor``); ``unet.set_attn_processor``
+replaces it as any other. The guidance cutoff is a forward pre-hook and hook on the UNet: a pipeline
+callback (diffusers' ``SDCFGCutoffCallback`` idea) cannot do it for SVD, whose callback may change only
+``latents`` while the step past the cutoff needs the mean image context (eq. 4) and a batch of one.
 """
+import inspect
+
 import torch
-from torch import nn
 
-from .cached_projection import CachedProjectionCrossAttention, mean_context
-from .patch_plan import plan_replacements
-
-
-def _set_submodule(root: nn.Module, name: str, module: nn.Module):
-    parent, _, leaf = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+from .cached_projection import CachedProjection, mean_context
+from .patch_plan import planned_modes
 
 
-def apply_vcut(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop", owner=None) -> list:
-    """Replace the SCA/TCA modules of a diffusers SVD UNet in place; returns the names replaced.
+class CachedProjectionProcessor:
+    """A diffusers attention processor: :class:`~.cached_projection.CachedProjection` where it is exact, the
+    processor it replaces (``wrapped``) otherwise."""
+
+    def __init__(self, mode: str, wrapped, max_entries: int = 4):
+        self.shortcut = CachedProjection(mode, max_entries)
+        self.wrapped = wrapped
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
+                 **kwargs):
+        out = self.shortcut.output(attn, hidden_states, encoder_hidden_states, mask=attention_mask)
+        if out is None:
+            return self.wrapped(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        return out
+
+
+def apply_vcut(unet, sca_mode: str = "linear", tca_mode: str = "drop", owner=None) -> list:
+    """Give the SCA/TCA sites of a diffusers UNet VCUT's processor; returns the names of the sites.
     ``owner``: what builds the UNet's context (for an image UNet with a one-token projection, Zero123)."""
     remove_vcut(unet)
-    plan = plan_replacements(unet, sca_mode, tca_mode, owner=owner)
-    for name, module in plan.items():
-        _set_submodule(unet, name, module)
-    return list(plan)
+    modes = planned_modes(unet, sca_mode, tca_mode, owner=owner)
+    for name, mode in modes.items():
+        attention = unet.get_submodule(name)
+        attention.set_processor(CachedProjectionProcessor(mode, attention.processor))
+    return list(modes)
 
 
-def remove_vcut(unet: nn.Module):
-    """Put the original attention modules back."""
-    for name, module in list(unet.named_modules()):
-        if isinstance(module, CachedProjectionCrossAttention):
-            _set_submodule(unet, name, module.wrapped)
+def remove_vcut(unet):
+    """Put the processors back that :func:`apply_vcut` replaced."""
+    for module in unet.modules():
+        processor = getattr(module, "processor", None)
+        if isinstance(processor, CachedProjectionProcessor):
+            module.set_processor(processor.wrapped)
 
 
-class _CutoffUNetForward:
-    """Replaces ``unet.forward`` on the pipeline's UNet while the cutoff is enabled.
+class GuidanceCutoff:
+    """VCUT eq. 4 on a diffusers pipeline's UNet: the pipeline concatenates ``[uncond, cond]`` along the
+    batch; from step c on, the pre-hook hands the UNet the cond half with the mean context, and the hook
+    returns its output for both halves. ``passes`` counts UNet calls."""
 
-    The pipeline concatenates ``[uncond, cond]`` along the batch; from step c on
-    the UNet runs once on the cond half with the mean CLIP context, and the
-    result is returned for both halves.
-    """
-
-    def __init__(self, pipe, cutoff_step: int, forward):
-        self.pipe, self.cutoff_step, self.forward = pipe, int(cutoff_step), forward
-        self.passes = 0
+    def __init__(self, pipe, cutoff_step: int):
+        self.pipe, self.cutoff_step, self.passes = pipe, int(cutoff_step), 0
+        self._signature = inspect.signature(pipe.unet.forward)
+        self._halved = False
+        self.handles = [pipe.unet.register_forward_pre_hook(self._before, with_kwargs=True),
+                        pipe.unet.register_forward_hook(self._after)]
 
     def step(self, timestep) -> int:
         timesteps = self.pipe.scheduler.timesteps
         t = torch.as_tensor(timestep, device=timesteps.device, dtype=timesteps.dtype).flatten()[0]
         return int((timesteps - t).abs().argmin())
 
-    def __call__(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict=True, **kwargs):
-        guided = getattr(self.pipe, "do_classifier_free_guidance", False) and sample.shape[0] % 2 == 0
-        if not guided or self.step(timestep) < self.cutoff_step:
-            self.passes += 1
-            return self.forward(sample, timestep, encoder_hidden_states, added_time_ids,
-                                return_dict=return_dict, **kwargs)
-        half = sample.shape[0] // 2
-        uncond_ctx, cond_ctx = encoder_hidden_states.chunk(2)
+    def _before(self, unet, args, kwargs):
         self.passes += 1
-        out = self.forward(sample[half:], timestep, mean_context(cond_ctx, uncond_ctx), added_time_ids[half:],
-                           return_dict=False, **kwargs)[0]
-        out = torch.cat([out, out])
-        if return_dict:
-            from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionOutput
-            return UNetSpatioTemporalConditionOutput(sample=out)
-        return (out,)
+        call = self._signature.bind(*args, **kwargs)
+        sample = call.arguments["sample"]
+        guided = getattr(self.pipe, "do_classifier_free_guidance", False) and sample.shape[0] % 2 == 0
+        self._halved = guided and self.step(call.arguments["timestep"]) >= self.cutoff_step
+        if not self._halved:
+            return None
+        half = sample.shape[0] // 2
+        uncond_ctx, cond_ctx = call.arguments["encoder_hidden_states"].chunk(2)
+        call.arguments.update(sample=sample[half:], encoder_hidden_states=mean_context(cond_ctx, uncond_ctx),
+                              added_time_ids=call.arguments["added_time_ids"][half:])
+        return call.args, call.kwargs
+
+    def _after(self, unet, args, output):
+        if not self._halved:
+            return None
+        if isinstance(output, tuple):
+            return (torch.cat([output[0], output[0]]),) + output[1:]
+        output.sample = torch.cat([output.sample, output.sample])
+        return output
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
 
 
-def enable_guidance_cutoff(pipe, cutoff_step: int):
+def enable_guidance_cutoff(pipe, cutoff_step: int) -> GuidanceCutoff:
     """Guidance only in steps ``0 .. cutoff_step-1`` of ``pipe`` (VCUT eq. 4)."""
     disable_guidance_cutoff(pipe)
-    pipe.unet.forward = _CutoffUNetForward(pipe, cutoff_step, pipe.unet.forward)
-    return pipe.unet.forward
+    pipe._vcut_guidance_cutoff = GuidanceCutoff(pipe, cutoff_step)
+    return pipe._vcut_guidance_cutoff
 
 
 def disable_guidance_cutoff(pipe):
-    forward = pipe.unet.__dict__.get("forward")
-    if isinstance(forward, _CutoffUNetForward):
-        del pipe.unet.forward
+    cutoff = pipe.__dict__.pop("_vcut_guidance_cutoff", None)
+    if cutoff is not None:
+        cutoff.remove()

@@ -11,7 +11,7 @@ models give their UNet a one-token context is read from the model itself:
   CLIP image embedding and camera in, one token out); spatial cross-attentions only.
 
 Anything else (SD 1.x/2.x and SDXL read 77 text tokens) is refused. The check at run
-time stays (:class:`~.cached_projection.CachedProjectionCrossAttention` falls back to
+time stays (:class:`~.cached_projection.CachedProjection` falls back to
 real attention for a context of more than one token).
 
 Module names differ between the two implementations we support:

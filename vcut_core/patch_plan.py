@@ -8,12 +8,9 @@ SCA_MODES = ("linear", "keep")
 TCA_MODES = ("drop", "linear", "keep")
 
 
-def plan_replacements(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop", get_module=None,
-                      owner=None):
-    """``{name: replacement}`` for every SCA/TCA of ``unet`` that the modes change.
+def planned_modes(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop", owner=None) -> dict:
+    """``{name: mode}`` for every SCA/TCA of ``unet`` that the modes change.
 
-    ``get_module(name)`` returns the module currently in use at ``name`` (ComfyUI
-    patches objects without touching the model; default: the model's own).
     ``owner`` is what conditions the UNet (see :func:`.locate.find_cross_attentions`).
     Raises ``ValueError`` for an unknown mode and ``NotSVDModelError`` for a
     model whose context is not one token.
@@ -22,15 +19,19 @@ def plan_replacements(unet: nn.Module, sca_mode: str = "linear", tca_mode: str =
         raise ValueError(f"sca_mode must be one of {SCA_MODES}, got {sca_mode!r}")
     if tca_mode not in TCA_MODES:
         raise ValueError(f"tca_mode must be one of {TCA_MODES}, got {tca_mode!r}")
-    get_module = get_module or unet.get_submodule
     sites = find_cross_attentions(unet, owner)
-    plan = {}
-    for names, mode in ((sites.sca, sca_mode), (sites.tca, tca_mode)):
-        if mode == "keep":
-            continue
-        for name in names:
-            plan[name] = CachedProjectionCrossAttention(get_module(name), mode)
-    return plan
+    return {name: mode for names, mode in ((sites.sca, sca_mode), (sites.tca, tca_mode)) if mode != "keep"
+            for name in names}
+
+
+def plan_replacements(unet: nn.Module, sca_mode: str = "linear", tca_mode: str = "drop", get_module=None,
+                      owner=None):
+    """``{name: replacement module}`` for every site :func:`planned_modes` changes (the ComfyUI path's
+    object patches). ``get_module(name)`` returns the module currently in use at ``name`` (ComfyUI
+    patches objects without touching the model; default: the model's own)."""
+    get_module = get_module or unet.get_submodule
+    return {name: CachedProjectionCrossAttention(get_module(name), mode)
+            for name, mode in planned_modes(unet, sca_mode, tca_mode, owner).items()}
 
 
 def kept_sites(unet: nn.Module, sca_mode: str, tca_mode: str, owner=None):
