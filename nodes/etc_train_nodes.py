@@ -15,6 +15,7 @@ from ..etc_core.files.loss_curve import loss_curve_image
 from ..etc_core.files.media_header import MAX_FRAME_PIXELS
 from ..etc_core.train import Trainer, TrainConfig, check_run
 from ..etc_core.train.launch_line import launch_line, write_launch_config
+from ..etc_core.train.run_folder import write_run_config
 from ..etc_core.train.memory_estimate import check_training_memory
 from .host_probes import free_memory
 from .node_spec import Input, NodeSpec, Output, mappings, node
@@ -149,13 +150,13 @@ class ETCTrainer:
 
     def _train(self, resume, **config):
         import comfy.model_management
-        values, roots = run_values(config), allowed_roots()
-        check_run(TrainConfig.from_dict(values), resume, roots)  # reads only
+        run, roots = TrainConfig.from_dict(run_values(config)), allowed_roots()
+        check_run(run, resume, roots)  # reads only: a refused run leaves the user's models loaded
         comfy.model_management.unload_all_models()  # the run needs the device's memory
         comfy.model_management.soft_empty_cache()
         device = comfy.model_management.get_torch_device()
-        check_training_memory("ETCTrainer", TrainConfig.from_dict(values), free_memory(device))
-        write_launch_config(values, resume, roots)  # also what a terminal run would continue
+        check_training_memory("ETCTrainer", run, free_memory(device))
+        write_run_config(run)  # what a terminal run would continue from
         report = []
 
         def log(line):  # the server log is served too (/internal/logs): ComfyUI's folders, never server paths
@@ -165,7 +166,7 @@ class ETCTrainer:
         cpu = comfy.model_management.get_torch_device().type == "cpu"
         # ComfyUI runs nodes under inference_mode; training needs autograd
         with torch.inference_mode(False), torch.enable_grad():
-            trainer = Trainer(TrainConfig.from_dict(values), resume=resume, roots=roots, cpu=cpu,
+            trainer = Trainer(run, resume=resume, roots=roots, cpu=cpu,
                               single_process=True, log=log, shown=without_server_paths)
             progress = _Progress(trainer)
             try:

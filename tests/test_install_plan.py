@@ -146,7 +146,7 @@ for name in ("accelerate", "peft"):
     sys.modules[name] = None  # as if not installed: find_spec answers None, an import fails
 from etc_vcut_dev.pack import import_pack
 print(len(import_pack().NODE_CLASS_MAPPINGS))
-from etc_core.train.trainer import check_training_packages
+from etc_core.train.preflight import check_training_packages
 try:
     check_training_packages()
 except ModuleNotFoundError as error:

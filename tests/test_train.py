@@ -128,7 +128,7 @@ def test_killed_and_resumed_run_ends_equal_to_uninterrupted(setup, tmp_path):
 
     first = Trainer(_config(setup, tmp_path / "b"))
     first.train(should_stop=lambda: first.step == 3)  # "killed" after the step-3 checkpoint
-    assert [p.rsplit("-", 1)[1] for p in first.checkpoints()] == ["3"]
+    assert [p.rsplit("-", 1)[1] for p in first.saved.paths()] == ["3"]
     resumed = Trainer(_config(setup, tmp_path / "b"), resume=True)
     assert resumed.step == 3
     resumed.train()

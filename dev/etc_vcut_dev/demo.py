@@ -3,7 +3,7 @@
 
 1. ETC: writes a synthetic caption-video set (coloured squares moving left/right/up/down, clips of 8 frames at
    4 or 8 fps, captioned stills and label folders; one colour/direction pair held out), builds a tiny SD 2.x-family
-   base model (etc_core.tiny_base), fine-tunes it with the pack's trainer (etc_core.train), puts the export
+   base model (etc_vcut_dev.tiny_base), fine-tunes it with the pack's trainer (etc_core.train), puts the export
    into ComfyUI's folders for the stock UNETLoader, CLIPLoader and VAELoader (FPS file in models/etc), and
    queues the ETC text-to-video workflow over the HTTP API with the held-out caption. Writes the video, the
    frames as PNGs and a frame strip.

@@ -2,6 +2,7 @@
 base model, checkpoints, the export for ComfyUI's loaders and the terminal launch line."""
 from .config import ConfigError, TrainConfig
 from .command import main
-from .trainer import Trainer, check_run
+from .preflight import check_run
+from .trainer import Trainer
 
 __all__ = ["ConfigError", "TrainConfig", "Trainer", "check_run", "main"]

@@ -24,7 +24,7 @@ def step_of(path: str) -> int:
 
 
 def rotated_out(checkpoints: list, keep_last: int, keep_every: int = 0) -> list:
-    """The checkpoints (paths, oldest first, as etc_core.train.config.checkpoints lists them) to delete."""
+    """The checkpoints (paths, oldest first, as run_folder.checkpoints lists them) to delete."""
     older = checkpoints[:-keep_last] if keep_last > 0 else list(checkpoints)
     return [path for path in older if not (keep_every and step_of(path) % keep_every == 0)]
 

@@ -8,6 +8,7 @@ import sys
 import traceback
 
 from .config import TrainConfig
+from .run_folder import checkpoints
 from .trainer import Trainer
 
 
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
                                                         flush=True),
                       should_stop=lambda: bool(stop))
         if trainer.step < trainer.config.max_steps:  # stopped by a signal, here or on another rank
-            print(f"stopped at step {trainer.step}; checkpoint {trainer.checkpoints()[-1]}", file=sys.stderr)
+            print(f"stopped at step {trainer.step}; checkpoint {checkpoints(trainer.config.output_dir)[-1]}", file=sys.stderr)
             return 3
         folder = trainer.export()
     except (ValueError, OSError) as e:  # refused input: the message is the whole story

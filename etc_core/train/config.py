@@ -1,21 +1,13 @@
-"""The training config, checked field by field, and the rules for the run folder (``output_dir``).
-
-Everything here only reads: a config or a folder that is refused leaves every file as it was.
-"""
+"""The training config, checked field by field (the run folder's rules are ``run_folder.py``)."""
 import dataclasses
-import glob
 import hashlib
 import json
 import math
-import os
 
-from ..files.atomic import write_json_atomic
 from ..files.media_header import MAX_FRAME_PIXELS
 from ..grid import parse_layout
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
-SKIPPED_FILES = "skipped_files.txt"  # "path<TAB>reason" of each listed file the run left out
-RUN_FILES = ("run.json", "launch_config.json", SKIPPED_FILES)  # what a launch writes before anything is trained
 
 
 class ConfigError(ValueError):
@@ -182,50 +174,3 @@ class TrainConfig:
                     "keep_checkpoints", "keep_every", "max_frame_pixels"):
             values.pop(key)
         return json.loads(json.dumps(values))
-
-
-def checkpoints(output_dir: str) -> list:
-    found = glob.glob(os.path.join(output_dir, "checkpoint-*"))
-    return sorted((p for p in found if not p.endswith(".partial")), key=lambda p: int(p.rsplit("-", 1)[1]))
-
-
-def _run_json(output_dir: str):
-    try:
-        with open(os.path.join(output_dir, "run.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def check_output_dir(config: TrainConfig, resume: bool):
-    """Refuse an ``output_dir`` this run may not write into; reads only.
-
-    Accepted: a missing or empty folder, a folder of the same run (its ``run.json``), and a folder where a
-    launch wrote its run files but nothing was trained. A folder of anything else is never touched.
-    """
-    folder = config.output_dir
-    if not os.path.lexists(folder):
-        return
-    if not os.path.isdir(folder) or os.path.islink(folder):
-        raise ConfigError(f"output_dir {folder} exists and is not a folder; pick a new output_dir")
-    entries = set(os.listdir(folder))
-    if not entries:
-        return
-    existing = _run_json(folder)
-    if existing is None:
-        raise ConfigError(f"output_dir {folder} is not empty and holds no run of this trainer (no run.json); "
-                          "pick a new or empty output_dir")
-    if existing != config.run_identity():
-        if entries <= set(RUN_FILES):  # a launch that was refused before training: nothing to lose
-            return
-        raise ConfigError(f"output_dir {folder} holds a different run (run.json differs); pick a new output_dir, "
-                          "or use the same config to resume")
-    if not resume and checkpoints(folder):
-        raise ConfigError(f"output_dir {folder} already has checkpoints; turn resume on to continue that run, "
-                          "or pick a new output_dir")
-
-
-def claim_output_dir(config: TrainConfig):
-    """Create ``output_dir`` and write its ``run.json`` (after :func:`check_output_dir` passed)."""
-    os.makedirs(config.output_dir, exist_ok=True)
-    write_json_atomic(os.path.join(config.output_dir, "run.json"), config.run_identity())

@@ -1,13 +1,18 @@
-"""diffusers ``UNet2DConditionModel`` -> the original (LDM) key layout that ComfyUI's stock
-"Load Diffusion Model" (UNETLoader) node reads from ``ComfyUI/models/unet``.
+"""A run's export folder (``final/``), and the key layouts it writes: diffusers ``UNet2DConditionModel`` ->
+the original (LDM) key layout that ComfyUI's stock "Load Diffusion Model" (UNETLoader) node reads from
+``ComfyUI/models/unet``, and LoRA adapters under the names ComfyUI's LoRA loader reads.
 
 The key table is the Stable Diffusion one (4 levels, 2 ResNets per level), with attention in the levels
 that have it (SD 2.x: the first three down and the last three up levels). In an LDM output block the
 upsampler follows the ResNet and, where the level has one, the transformer: ``output_blocks.N.2`` after
 attention, ``output_blocks.N.1`` without.
 """
+import os
+
 import torch
 from safetensors.torch import save_file
+
+from ..fps_embedding import save_fps_module
 
 _TOP = [("time_embed.0.", "time_embedding.linear_1."), ("time_embed.2.", "time_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."), ("out.0.", "conv_norm_out."), ("out.2.", "conv_out.")]
@@ -81,3 +86,27 @@ def comfyui_lora(unet, alpha: float) -> dict:
         tensors[key + ".lora_up.weight"] = up.detach().float().contiguous().cpu()
         tensors[key + ".alpha"] = torch.tensor(float(alpha))
     return tensors
+
+
+def write_final(folder: str, unet, fps_module, config, layout: str, base_model: str) -> str:
+    """``final/unet`` (diffusers), ``final/etc_unet_comfyui.safetensors`` (for ComfyUI's models/unet, when the
+    UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder. A LoRA run
+    (``config.lora_rank``) writes ``final/etc_lora_diffusers.safetensors`` (peft names) and, for the SD layout,
+    ``final/etc_lora_comfyui.safetensors`` (ComfyUI's models/loras) instead of the UNet. ``unet``: the
+    unwrapped diffusers UNet, without the pack's input and time-embedding wrappers."""
+    sd_layout = len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2
+    if config.lora_rank:
+        from peft.utils import get_peft_model_state_dict
+        os.makedirs(folder, exist_ok=True)
+        lora = {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(unet).items()}
+        save_file(lora, os.path.join(folder, "etc_lora_diffusers.safetensors"))
+        if sd_layout:
+            save_file(comfyui_lora(unet, config.lora_alpha or config.lora_rank),
+                      os.path.join(folder, "etc_lora_comfyui.safetensors"))
+    else:
+        unet.save_pretrained(os.path.join(folder, "unet"))
+        if sd_layout:
+            save_comfyui_unet(os.path.join(folder, "etc_unet_comfyui.safetensors"), unet)
+    save_fps_module(os.path.join(folder, "etc_fps.safetensors"), fps_module, frames=config.frames, layout=layout,
+                    theta=config.theta, base_model=base_model)
+    return folder

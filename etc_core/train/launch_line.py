@@ -1,31 +1,24 @@
 """Training on several GPUs, several machines or with DeepSpeed is started from a terminal, never by the
 server: this checks a config as a launch would, writes it into the run folder and gives the
 ``accelerate launch`` line that trains it. Nothing here starts a process."""
-import hashlib
-import json
 import os
 import shlex
 
 from .. import sd2
-from ..files.atomic import write_text_atomic
-from .config import TrainConfig, claim_output_dir
-from .trainer import check_run
+from .config import TrainConfig
+from .preflight import check_run
+from .run_folder import write_run_config
 
 PACK_ROOT = os.path.dirname(os.path.dirname(sd2.CONFIG_DIR))
 DEEPSPEED_CONFIG = os.path.relpath(os.path.join(sd2.CONFIG_DIR, "accelerate_deepspeed_zero2.yaml"), PACK_ROOT)
-CONFIG_FILE = "launch_config.json"
 
 
 def write_launch_config(values: dict, resume: bool = False, roots=None):
-    """Check ``values`` (TrainConfig fields, absolute paths), claim the run folder and write
-    ``launch_config.json`` into it; returns ``(path, sha256 of the file)``. A refused config writes nothing."""
+    """Check ``values`` (TrainConfig fields, absolute paths), claim the run folder and write the run's config
+    into it; returns ``(path, sha256 of the file)``. A refused config writes nothing."""
     config = TrainConfig.from_dict(values)
     check_run(config, resume, roots)
-    claim_output_dir(config)
-    text = json.dumps(values, indent=1)
-    path = os.path.join(config.output_dir, CONFIG_FILE)
-    write_text_atomic(path, text)
-    return path, hashlib.sha256(text.encode()).hexdigest()
+    return write_run_config(config)
 
 
 def launch_arguments(config_path: str, sha256: str, num_processes: int = 1, mixed_precision: str = "no",

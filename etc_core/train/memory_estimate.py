@@ -16,7 +16,7 @@ Activations per UNet block, in units of one tensor of the block's width and toke
 - with gradient checkpointing (diffusers checkpoints every ResNet and transformer module) only each
   module's input is kept, plus the largest module's activations while it is recomputed.
 
-bench/etc_train_memory.py measures the estimate against the real peak on the CPU.
+bench/etc_memory_estimates.py measures the estimate against the real peak on the CPU.
 """
 import json
 import math

@@ -1,5 +1,6 @@
-"""ETC fine-tuning (section 4.2, appendix E.2): the training loop, its checkpoints and the export; the command
-line ``python -m etc_core.train --config FILE [--resume]`` is ``command.py``.
+"""ETC fine-tuning (section 4.2, appendix E.2): the training loop. Around it: the checks before a run
+(``preflight.py``), its folder (``run_folder.py``), checkpoints (``run_checkpoints.py``), the export
+(``export.py``) and the command line ``python -m etc_core.train --config FILE [--resume]`` (``command.py``).
 
 The UNet (or, with ``lora_rank``, LoRA adapters on its attention projections) and the FPS module train;
 the VAE and the text encoder are frozen. Frames are packed into one grid (eq. 1), the mixed embedding is
@@ -8,63 +9,32 @@ The loss target follows the base model's prediction type.
 
 One process (the ComfyUI node, the demo, a notebook) or several from a terminal: multi-GPU and multi-node
 runs are ``accelerate launch ... -m etc_core.train --config FILE`` (DeepSpeed ZeRO-2 with CPU offload:
-``configs/accelerate_deepspeed_zero2.yaml``); ``etc_core.launch_line`` writes the config and the line.
-Checkpoints are written atomically every ``checkpoint_every`` steps and every ``checkpoint_minutes``, as
-safetensors and JSON (``etc_core.checkpoint``; DeepSpeed runs in DeepSpeed's format), the newest
-``keep_checkpoints`` (and every ``keep_every``-th) kept, after a free-disk check
-(``etc_core.train.checkpoint_rotation``); ``--resume`` restores model, optimizer,
-scheduler and RNG state and the data position (samples are a function of (seed, index)), so a resumed
-run ends as an uninterrupted one.
+``configs/accelerate_deepspeed_zero2.yaml``); ``launch_line.py`` writes the config and the line.
+Checkpoints are written every ``checkpoint_every`` steps and every ``checkpoint_minutes``; ``--resume``
+restores model, optimizer, scheduler and RNG state and the data position (samples are a function of
+(seed, index)), so a resumed run ends as an uninterrupted one.
 """
 import collections
 import hashlib
-import importlib.util
-import json
 import os
-import shutil
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..data.sources import TripleData, missing, read_sources, usable_sources
+from ..data.sources import TripleData
 from ..files.atomic import save_file_atomic, write_text_atomic
-from ..fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint, save_fps_module
+from ..fps_embedding import FPSConditionedTimeEmbedding, FPSEmbedding, base_model_fingerprint
 from ..grid import pack, parse_layout
 from ..mixed_embedding import MixedEmbeddingInput
-from . import checkpoint
-from .checkpoint_rotation import check_free_disk, rotated_out, tensors_bytes
-from .config import (SKIPPED_FILES, ConfigError, TrainConfig, check_output_dir, checkpoints, claim_output_dir,
-                     lr_factor)
-from .export import comfyui_lora, save_comfyui_unet
-from .pretrained import check_pretrained, load_models
-
-
-# Installed for training only (README, docs/training.md): their newest releases need a newer torch than many
-# ComfyUI installs run, and pip would replace that torch to install them with the pack.
-TRAINING_PACKAGES = ("accelerate", "peft")
-
-
-def check_training_packages():
-    missing = [name for name in TRAINING_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        names = " ".join(missing)
-        raise ModuleNotFoundError(f"training needs {names}, which the pack does not install: run `pip install "
-                                  f"{names}` with the Python that runs ComfyUI, adding torch==<its torch version> "
-                                  "to keep that torch (docs/training.md)")
-
-
-def check_run(config: TrainConfig, resume: bool = False, roots=None):
-    """Everything a run (in process or from a launch line) can check before it starts, without the models and
-    without decoding: the training packages, the run folder, the base model, the data lists (each line parsed,
-    each field typed, each file present). Reads only; ``roots`` confines the files the data lists name."""
-    check_training_packages()
-    check_output_dir(config, resume)
-    check_pretrained(config.pretrained)
-    sources = read_sources(config.video_manifest, config.image_manifest, config.label_folder, roots)
-    usable_sources(config.frames, sources, config.ratios, config.skip_unreadable, missing, missing)
+from .config import ConfigError, TrainConfig, lr_factor
+from .export import write_final
+from .preflight import check_run
+from .pretrained import load_models
+from .run_checkpoints import RunCheckpoints
+from .run_folder import SKIPPED_FILES, claim_output_dir
 
 
 TEXT_CACHE = 256  # captions; 77 x 1024 floats each for SD 2.x
@@ -161,93 +131,21 @@ class Trainer:
             if self.data.skipped:  # the run folder says which files this run never saw
                 write_text_atomic(os.path.join(config.output_dir, SKIPPED_FILES),
                                   "".join(f"{shown(path)}\t{reason}\n" for path, reason in self.data.skipped))
-        if resume:
-            self._load_latest()
+        self.saved = RunCheckpoints(config, self.accelerator)
+        state = self.saved.load_latest(self._parts(), self.ema) if resume else None
+        if state is not None:
+            self.step, self.losses = state["step"], list(state.get("losses", []))
 
-    # -- run folder -------------------------------------------------------------------------------------
-    def checkpoints(self):
-        return checkpoints(self.config.output_dir)
-
-    def _deepspeed(self) -> bool:
-        return self.accelerator.state.deepspeed_plugin is not None
-
-    def _state_parts(self):
+    def _parts(self):
+        """What a checkpoint holds besides the EMA (``checkpoint.save_state``'s arguments)."""
         return (self.accelerator.unwrap_model(self.unet), self.optimizer, self.schedule, self.accelerator.scaler,
                 self.accelerator.process_index)
 
-    def _load_latest(self):
-        checkpoints = self.checkpoints()
-        if not checkpoints:
-            return
-        latest = checkpoints[-1]
-        try:
-            with open(os.path.join(latest, "trainer_state.json")) as f:
-                state = json.load(f)
-        except (OSError, ValueError):
-            raise checkpoint.damaged(latest, "trainer_state.json") from None
-        processes = state.get("num_processes", 1)
-        if processes != self.accelerator.num_processes:  # the data order and RNG states are per process
-            raise ConfigError(f"{os.path.basename(latest)} was written by {processes} processes and this launch has "
-                              f"{self.accelerator.num_processes}; resume with the run's own launch "
-                              f"(num_processes {processes})")
-        if bool(state.get("deepspeed")) != self._deepspeed():
-            raise ConfigError(f"{os.path.basename(latest)} was written " + (
-                "by a DeepSpeed run; resume it from a terminal with the run's own accelerate launch line"
-                if state.get("deepspeed") else "without DeepSpeed; resume it without DeepSpeed"))
-        if self._deepspeed():
-            self.accelerator.load_state(latest)
-        else:
-            checkpoint.load_state(latest, state, *self._state_parts(), self.accelerator.device)
-        self.step, self.losses = state["step"], list(state.get("losses", []))
-        if self.ema is not None:
-            saved = checkpoint.read_file(latest, "ema.safetensors", load_file)
-            for i, tensor in enumerate(self.ema):
-                tensor.copy_(saved[str(i)])
-
-    def _checkpoint_bytes(self) -> int:
-        """The tensors a checkpoint holds: the model, the optimizer state and the EMA copy."""
-        unet = self.accelerator.unwrap_model(self.unet)
-        weights = tensors_bytes(unet.state_dict().values())
-        if self._deepspeed():
-            # ZeRO's optimizer state_dict has not torch's layout: count AdamW's two moments per weight.
-            moments = 2 * weights
-        else:
-            moments = tensors_bytes(t for state in self.optimizer.state_dict()["state"].values()
-                                    for t in state.values() if torch.is_tensor(t))
-        return weights + moments + tensors_bytes(self.ema or [])
-
     def save_checkpoint(self) -> str:
-        final = os.path.join(self.config.output_dir, f"checkpoint-{self.step}")
-        partial = final + ".partial"
-        is_main = self.accelerator.is_main_process
-        existing = self.checkpoints()
-        # every rank checks (the same disk), so all stop at once instead of waiting for a rank that stopped
-        check_free_disk(self.config.output_dir, self._checkpoint_bytes(), self.step,
-                        existing[-1] if existing else None)
-        if is_main:
-            shutil.rmtree(partial, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        if self._deepspeed():
-            self.accelerator.save_state(partial)
-            state = {}
-        else:
-            state = checkpoint.save_state(partial, *self._state_parts(), is_main)
-        self.accelerator.wait_for_everyone()  # every rank's RNG state is in before the folder is renamed
-        if is_main:
-            state.update(step=self.step, base_model=self.base_model, num_processes=self.accelerator.num_processes,
-                         deepspeed=self._deepspeed(), losses=self.losses)
-            with open(os.path.join(partial, "trainer_state.json"), "w") as f:
-                json.dump(state, f)
-            if self.ema is not None:
-                save_file({str(i): t.detach().cpu().contiguous() for i, t in enumerate(self.ema)},
-                          os.path.join(partial, "ema.safetensors"))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
-            for old in rotated_out(self.checkpoints(), self.config.keep_checkpoints, self.config.keep_every):
-                shutil.rmtree(old, ignore_errors=True)
+        folder = self.saved.save(self.step, self._parts(), self.ema, {"base_model": self.base_model,
+                                                                       "losses": self.losses})
         self._saved_at = time.monotonic()
-        self.accelerator.wait_for_everyone()
-        return final
+        return folder
 
     # -- training ---------------------------------------------------------------------------------------
     def _frame_posterior(self, key: str, frame: torch.Tensor) -> torch.Tensor:
@@ -365,10 +263,8 @@ class Trainer:
         return losses
 
     def export(self) -> str:
-        """``final/unet`` (diffusers), ``final/etc_unet_comfyui.safetensors`` (for ComfyUI's models/unet,
-        when the UNet has the SD layout) and ``final/etc_fps.safetensors``; returns the folder. A LoRA run
-        writes ``final/etc_lora_diffusers.safetensors`` (peft names) and, for the SD layout,
-        ``final/etc_lora_comfyui.safetensors`` (ComfyUI's models/loras) instead of the UNet."""
+        """The run's ``final/`` folder (``export.write_final``), with the EMA weights when the run keeps them;
+        returns the folder."""
         folder = os.path.join(self.config.output_dir, "final")
         unet = self.accelerator.unwrap_model(self.unet)
         live = None
@@ -379,30 +275,11 @@ class Trainer:
         if self.accelerator.is_main_process:
             conv, temb = unet.conv_in, unet.time_embedding
             unet.conv_in, unet.time_embedding = conv.wrapped, temb.wrapped
-            sd_layout = len(unet.config.block_out_channels) == 4 and unet.config.layers_per_block == 2
             try:
-                if self.config.lora_rank:
-                    self._export_lora(unet, folder, sd_layout)
-                else:
-                    unet.save_pretrained(os.path.join(folder, "unet"))
-                    if sd_layout:
-                        save_comfyui_unet(os.path.join(folder, "etc_unet_comfyui.safetensors"), unet)
+                write_final(folder, unet, self.fps_module, self.config, f"{self.rows}x{self.cols}", self.base_model)
             finally:
                 unet.conv_in, unet.time_embedding = conv, temb
-            save_fps_module(os.path.join(folder, "etc_fps.safetensors"), self.fps_module,
-                            frames=self.config.frames, layout=f"{self.rows}x{self.cols}", theta=self.config.theta,
-                            base_model=self.base_model)
         if live is not None:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in self._trainable], live)
         return folder
-
-
-    def _export_lora(self, unet, folder: str, sd_layout: bool):
-        from peft.utils import get_peft_model_state_dict
-        os.makedirs(folder, exist_ok=True)
-        lora = {k: v.detach().float().contiguous().cpu() for k, v in get_peft_model_state_dict(unet).items()}
-        save_file(lora, os.path.join(folder, "etc_lora_diffusers.safetensors"))
-        if sd_layout:
-            save_file(comfyui_lora(unet, self.config.lora_alpha or self.config.lora_rank),
-                      os.path.join(folder, "etc_lora_comfyui.safetensors"))
