@@ -39,6 +39,9 @@ def mixed_embedding(channels: int, rows: int, cols: int, h: int, w: int, theta: 
     return _mixed_embedding_f64(channels, rows, cols, h, w, float(theta)).to(device=device, dtype=dtype)
 
 
+GRID_SIZE_FIX = "set the embedding up for the latent the sampler gets, with the frames and layout it was made with"
+
+
 class MixedEmbeddingInput(torch.nn.Module):
     """Wraps the UNet's first convolution so every call sees ``x + strength * ME``.
 
@@ -47,15 +50,16 @@ class MixedEmbeddingInput(torch.nn.Module):
     input channels beyond the latent's (inpainting concat) get no embedding.
     ``grid_size`` (height, width), when given, is the only latent size accepted: a latent of another size
     is another grid (a 4x4 grid of the same frames is twice as high and wide as a 2x2 one), and its
-    embedding would silently be the wrong layout's.
+    embedding would silently be the wrong layout's; ``fix`` ends that refusal (a host names its own node).
     """
 
     def __init__(self, conv: torch.nn.Module, rows: int, cols: int, theta: float = 10000.0,
-                 strength: float = 1.0, latent_channels: int = 4, grid_size=None):
+                 strength: float = 1.0, latent_channels: int = 4, grid_size=None, fix: str = GRID_SIZE_FIX):
         super().__init__()
         self.conv, self.rows, self.cols = conv, rows, cols
         self.theta, self.strength, self.latent_channels = float(theta), float(strength), latent_channels
         self.grid_size = tuple(grid_size) if grid_size is not None else None
+        self.fix = fix
 
     @property
     def wrapped(self) -> torch.nn.Module:
@@ -73,8 +77,7 @@ class MixedEmbeddingInput(torch.nn.Module):
             got += f" (a {size[0] // h}x{size[1] // w} grid, {size[0] // h * size[1] // w} frames of that size)"
         raise GridLayoutError(f"the mixed embedding was set up for a {self.rows}x{self.cols} grid of "
                               f"{self.rows * self.cols} frames of {h}x{w} latent pixels ({height}x{width}), and "
-                              f"the sampler gives it {got}; connect the latent the sampler gets to "
-                              "ETCMixedEmbedding, with the frames and layout it was made with")
+                              f"the sampler gives it {got}; {self.fix}")
 
     def embedding_for(self, x: torch.Tensor) -> torch.Tensor:
         self.check_grid_size(x.shape[-2:])

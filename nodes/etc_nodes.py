@@ -72,13 +72,16 @@ def check_sampling_memory(node, model, frames, frame_width, frame_height, batch_
                         free_memory(), "for the decoded frames", batch_size)
 
 
+GRID_SIZE_FIX = "connect the latent the sampler gets to ETCMixedEmbedding, with the frames and layout it was made with"
+
+
 def patch_mixed_embedding(model, frames, layout, theta, strength, grid_size):
     """Clone of ``model`` whose first convolution sees ``x + strength * ME`` on latents of ``grid_size``."""
     rows, cols = parse_layout(frames, layout)
     patched = model.clone()
     name = "diffusion_model.input_blocks.0.0"
     patched.add_object_patch(name, MixedEmbeddingInput(module_to_patch(patched, name), rows, cols, theta, strength,
-                                                       latent_channels(model), grid_size))
+                                                       latent_channels(model), grid_size, GRID_SIZE_FIX))
     return patched
 
 

@@ -50,14 +50,15 @@ def text_encoder(seed: int = 0):
                                         hidden_act="gelu", vocab_size=49408))
 
 
-def pooling_tiny_vae(background, scale: float = 0.3, seed: int = 0):
+def pooling_tiny_vae(background, scale: float = 0.3, seed: int = 0, luma: bool = False):
     """An ``AutoencoderTiny`` (TAESD layout) built to be 8x8 average pooling and nearest upsampling.
 
     Every residual block's last convolution is zero (the block passes its non-negative input through),
     the strided convolutions average 2x2, the up-path convolutions copy; channels 0-2 carry RGB in
     [0, 1]. Latent channels 0-2 are ``scale * (cell mean - background)`` (0 on the background, small enough
-    for the decoder's tanh clamp to be nearly linear); channel 3 stays 0. The other channels keep
-    their random initialisation; they do not reach the output."""
+    for the decoder's tanh clamp to be nearly linear); channel 3 stays 0, or with ``luma`` is the mean of
+    channels 0-2 (the decoder does not read it; bench/etc_boundary_error.py measures seams on latents, in
+    every channel). The other channels keep their random initialisation; they do not reach the output."""
     from diffusers import AutoencoderTiny
     from diffusers.models.autoencoders.vae import AutoencoderTinyBlock
     torch.manual_seed(seed)
@@ -85,6 +86,9 @@ def pooling_tiny_vae(background, scale: float = 0.3, seed: int = 0):
         encoder[-1].weight[rgb, rgb, 1, 1] = scale
         encoder[-1].bias.zero_()
         encoder[-1].bias[:3] = -scale * background
+        if luma:
+            encoder[-1].weight[3, rgb, 1, 1] = scale / 3
+            encoder[-1].bias[3] = -scale * background.mean()
         decoder[0].weight[:, :].zero_()
         decoder[0].weight[rgb, rgb, 1, 1] = 1.0 / scale
         decoder[0].bias[:3] = background

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="JSON file with the TrainConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument("--config-sha256", help="refuse the config unless its file has this digest (the launch "
-                        "line that ETCTrainCommand makes passes it)")
+                        "line written with the config passes it)")
     args = parser.parse_args(argv)
     stop = []
     # SIGTERM / Ctrl-C: finish the step, write a checkpoint, exit; --resume continues from it.
