@@ -126,7 +126,7 @@ def training_grid_error(trainer: Trainer, count: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--samples", type=int, default=64)
@@ -141,7 +141,9 @@ def main():
         for name, me in (("with ME", True), ("without ME", False)):
             results[name], trainer = run(pretrained, manifest, os.path.join(tmp, name.replace(" ", "_")), me, args)
         data_error = training_grid_error(trainer, 32)
-    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+    import diffusers
+    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+                         f"diffusers {diffusers.__version__}",
               "frames": FRAMES, "layout": LAYOUT, "frame_size": SIZE, "steps": args.steps, "batch": args.batch,
               "lr": args.lr, "samples": args.samples, "sampling_steps": args.sampling_steps,
               "training_grids_error": data_error, "runs": results}
