@@ -82,7 +82,9 @@ def generate(trainer: Trainer, captions, steps: int, seed: int) -> torch.Tensor:
     """Latent grids [N, 4, H, W] from pure noise with DDIM, conditioned on ``captions``, fps 8."""
     from diffusers import DDIMScheduler
     unet = trainer.accelerator.unwrap_model(trainer.unet).eval()
-    scheduler = DDIMScheduler.from_config(trainer.noise_scheduler.config)
+    # The stand-in's latents are pixels in [-1, 1], so x0 is clipped to that range as pixel-space DDIM does
+    # (diffusers' default, which the tiny SD's scheduler had until it took SD's own schedule, clip_sample off).
+    scheduler = DDIMScheduler.from_config(trainer.noise_scheduler.config, clip_sample=True)
     scheduler.set_timesteps(steps)
     tokens = trainer.tokenizer(captions, padding="max_length", max_length=trainer.tokenizer.model_max_length,
                                truncation=True, return_tensors="pt")
