@@ -15,8 +15,8 @@ from ..etc_core.files.loss_curve import loss_curve_image
 from ..etc_core.files.media_header import MAX_FRAME_PIXELS
 from ..etc_core.train import Trainer, TrainConfig, check_run
 from ..etc_core.train.launch_line import launch_line, write_launch_config
-from ..etc_core.train.run_folder import write_run_config
 from ..etc_core.train.memory_estimate import check_training_memory
+from ..etc_core.train.run_folder import write_run_config
 from .host_probes import free_memory
 from .node_spec import Input, NodeSpec, Output, mappings, node
 from .paths import (allowed_roots, input_path, output_path, pretrained_path, pretrained_choices, server_paths_hidden,

@@ -35,7 +35,8 @@ def main(argv=None) -> int:
                                                         flush=True),
                       should_stop=lambda: bool(stop))
         if trainer.step < trainer.config.max_steps:  # stopped by a signal, here or on another rank
-            print(f"stopped at step {trainer.step}; checkpoint {checkpoints(trainer.config.output_dir)[-1]}", file=sys.stderr)
+            newest = checkpoints(trainer.config.output_dir)[-1]
+            print(f"stopped at step {trainer.step}; checkpoint {newest}", file=sys.stderr)
             return 3
         folder = trainer.export()
     except (ValueError, OSError) as e:  # refused input: the message is the whole story
