@@ -160,3 +160,22 @@ def test_diffusers_pipeline_cutoff_counts_passes(cutoff):
         assert torch.allclose(frames, baseline, atol=1e-5)
     else:
         assert frames.shape == baseline.shape and not torch.allclose(frames, baseline, atol=1e-4)
+
+
+@pytest.mark.parametrize("return_dict", [True, False])
+def test_cutoff_hooks_return_the_cond_output_for_both_halves_in_either_output_form(return_dict):
+    """Past the cutoff a direct UNet call (as other pipelines make it) gets its [uncond, cond] batch back whole:
+    the cond half run once with the mean context, in the output form asked for."""
+    pipe = _tiny_pipeline()
+    pipe._guidance_scale = 3.0  # what the pipeline sets while it runs: guidance on
+    pipe.scheduler.set_timesteps(4)
+    x, ctx, ids = torch.randn(2, 3, 8, 8, 8), torch.randn(2, 1, 32), torch.randn(2, 3)
+    t = pipe.scheduler.timesteps[2]
+    with torch.no_grad():
+        alone = pipe.unet(x[1:], t, (ctx[:1] + ctx[1:]) * 0.5, ids[1:]).sample
+        cutoff = vcut_core.enable_guidance_cutoff(pipe, 2)
+        out = pipe.unet(x, t, encoder_hidden_states=ctx, added_time_ids=ids, return_dict=return_dict)
+        vcut_core.disable_guidance_cutoff(pipe)
+    sample = out.sample if return_dict else out[0]
+    assert cutoff.passes == 1 and sample.shape == (2, 3, 4, 8, 8)
+    assert torch.equal(sample[0], sample[1]) and torch.allclose(sample[1:], alone, atol=1e-6, rtol=0)
