@@ -73,6 +73,28 @@ def test_constructed_vae_keeps_the_motion_of_the_training_clips(tmp_path):
     assert len(results) >= 10 and all(results)
 
 
+def test_scaled_word_embeddings_keep_each_word_apart():
+    """With the demo's word_scale, the encoder output at the direction word follows the word, not the colour
+    before it, as a trained CLIP's does; the plain random tower mixes them."""
+    from etc_vcut_dev import tiny_base
+    from etc_vcut_dev.tiny_diffusers import clip_tokenizer
+    tokenizer = clip_tokenizer(pad_token="!")
+    position = len(tokenizer("a green square moving up").input_ids) - 2  # the last word, before the end token
+
+    def similarities(encoder):
+        with torch.no_grad():
+            out = {c: encoder(tokenizer([synthetic.caption(*c)], padding="max_length", max_length=77,
+                                        return_tensors="pt").input_ids)[0][0, position]
+                   for c in (("green", "up"), ("red", "up"), ("green", "down"))}
+        cos = torch.nn.functional.cosine_similarity
+        return float(cos(out["green", "up"], out["red", "up"], dim=0)), float(cos(out["green", "up"], out["green", "down"], dim=0))
+
+    same_word, other_word = similarities(tiny_base.text_encoder(1, word_scale=demo_model.WORD_SCALE))
+    assert same_word > 0.9 and other_word < 0.5, (same_word, other_word)
+    same_word, other_word = similarities(tiny_base.text_encoder(1))
+    assert other_word > same_word - 0.1, (same_word, other_word)
+
+
 def test_tiny_vae_and_text_encoder_files_match_what_the_trainer_used(etc_files, comfy_server):
     from safetensors.torch import load_file
     clip = load_file(f"{comfy_server.base}/models/clip/{etc_files['clip']}")

@@ -41,13 +41,24 @@ UNET_LAYOUTS = {"sd21": UNET_CONFIG, "level0": _LEVEL0, "level0_nomid": dict(_LE
 TEXT_LAYERS, COMFY_TEXT_LAYERS = 2, 24
 
 
-def text_encoder(seed: int = 0):
-    """SD 2.x's text tower shape (1024 wide, 16 heads, GELU MLP of 4096) with TEXT_LAYERS layers."""
+def text_encoder(seed: int = 0, word_scale: float = 1.0):
+    """SD 2.x's text tower shape (1024 wide, 16 heads, GELU MLP of 4096) with TEXT_LAYERS layers, random and
+    frozen, its token embeddings multiplied by ``word_scale``.
+
+    At random initialisation (word_scale 1) the residual stream is mostly what every caption shares (position
+    embeddings, the layers' outputs), so the output at a word tells little about the word: for "a green
+    square moving up", the output at "up" has cosine 0.92 with "a red square moving up"'s and 0.93 with "a
+    green square moving down"'s. At word_scale 30 each output is mostly its own word, as in a trained CLIP:
+    0.97 to the other colour's "up", 0.21 to "down". The demo uses 30 (demo_model.WORD_SCALE); with
+    the EMA weights its held-out caption comes in 200 steps instead of 500 (docs/demo-timing.md)."""
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(seed)
-    return CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=TEXT_LAYERS,
-                                        num_attention_heads=16, max_position_embeddings=77, projection_dim=1024,
-                                        hidden_act="gelu", vocab_size=49408))
+    encoder = CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=TEXT_LAYERS,
+                                           num_attention_heads=16, max_position_embeddings=77, projection_dim=1024,
+                                           hidden_act="gelu", vocab_size=49408))
+    with torch.no_grad():
+        encoder.get_input_embeddings().weight.mul_(word_scale)
+    return encoder
 
 
 def pooling_tiny_vae(background, scale: float = 0.3, seed: int = 0, luma: bool = False):
@@ -125,15 +136,16 @@ def zero_residual_init(unet):
     return unet
 
 
-def write_pretrained(folder: str, vae, seed: int = 0, unet_config: dict = None) -> str:
+def write_pretrained(folder: str, vae, seed: int = 0, unet_config: dict = None, word_scale: float = 1.0) -> str:
     """The diffusers folder the trainer reads (unet, vae, text_encoder, tokenizer, scheduler); ``unet_config``
-    replaces UNET_CONFIG (bench/demo_training.py compares layouts)."""
+    replaces UNET_CONFIG (bench/demo_training.py compares layouts), ``word_scale`` the text encoder's
+    (bench/demo_held_out.py)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     torch.manual_seed(seed)
     unet = zero_residual_init(UNet2DConditionModel(**(unet_config or UNET_CONFIG)))
     unet.save_pretrained(os.path.join(folder, "unet"))
     vae.save_pretrained(os.path.join(folder, "vae"))
-    text_encoder(seed + 1).save_pretrained(os.path.join(folder, "text_encoder"))
+    text_encoder(seed + 1, word_scale).save_pretrained(os.path.join(folder, "text_encoder"))
     clip_tokenizer(pad_token="!").save_pretrained(os.path.join(folder, "tokenizer"))
     DDPMScheduler(prediction_type="v_prediction", **sd2.SCHEDULE).save_pretrained(os.path.join(folder, "scheduler"))
     return folder

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""The demo's held-out result along one training run: how many of 10 seeds of the held-out caption move its way.
+
+Trains the demo's model (etc_vcut_dev.demo_model: synthetic set, tiny base, etc_core.train) with the recipe
+given, pauses at each ``--evals`` step to export it into one ComfyUI server and sample the held-out caption
+with the demo's graph (10 seeds, 20 euler steps, cfg 4 unless ``--cfgs``), then goes on. Prints one row per
+evaluation (seeds moving up, seeds with one square in every frame, their directions, the loss of the last 25
+steps, training seconds so far) and writes bench/results/demo_held_out_<name>.json. One run is one draw:
+neighbouring recipes differ by several seeds (docs/demo-timing.md).
+
+    .venv/bin/python bench/demo_held_out.py --name default --evals 150 200 250 300
+"""
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    from etc_vcut_dev import demo, demo_model, synthetic, tiny_base
+    from etc_vcut_dev.comfy_host import ComfyServer
+    from etc_core.data import frames_to_tensor
+    from etc_core.train import Trainer, TrainConfig
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="names the result file")
+    parser.add_argument("--evals", type=int, nargs="+", required=True, help="steps at which to sample")
+    parser.add_argument("--batch", type=int, default=demo_model.BATCH)
+    parser.add_argument("--lr", type=float, default=demo_model.LR)
+    parser.add_argument("--warmup", type=int, default=demo_model.WARMUP)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default=demo_model.SCHEDULE)
+    parser.add_argument("--cosine-to", type=int, help="the cosine's end (max_steps; default: the last eval)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
+    parser.add_argument("--unet", default="sd21", help="a layout of tiny_base.UNET_LAYOUTS")
+    parser.add_argument("--word-scale", type=float, default=demo_model.WORD_SCALE,
+                        help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: the random tower)")
+    parser.add_argument("--ema", type=float, default=demo_model.EMA_DECAY,
+                        help="the trainer's ema_decay (0: export the live weights)")
+    parser.add_argument("--cfgs", type=float, nargs="+", default=[4.0])
+    args = parser.parse_args()
+    precision = demo_model.cpu_precision() if args.precision == "auto" else args.precision
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        size, colors = demo_model.SIZE, list(synthetic.COLORS.values())
+        data = synthetic.write_square_set(os.path.join(root, "data"), demo_model.FRAMES, held_out=demo_model.HELD_OUT,
+                                          size=size)
+        rng = np.random.default_rng(0)  # the latent scale of demo_model.train_etc
+        frames = np.stack([synthetic.square_frame(size, 10, *rng.integers(0, size - 9, 2),
+                                                  colors[rng.integers(len(colors))]) for _ in range(256)])
+        vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
+        tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
+        pretrained = tiny_base.write_pretrained(os.path.join(root, "pretrained"), vae,
+                                                unet_config=tiny_base.UNET_LAYOUTS[args.unet], word_scale=args.word_scale)
+        config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(root, "run"),
+                             video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
+                             label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=demo_model.FRAMES,
+                             layout=demo_model.LAYOUT, resolution=size, caption_dropout=0.1, mixed_precision=precision,
+                             lr=args.lr, lr_schedule=args.schedule, lr_warmup_steps=args.warmup, batch_size=args.batch,
+                             max_steps=args.cosine_to or max(args.evals), checkpoint_every=10**9, checkpoint_minutes=0,
+                             ema_decay=args.ema, seed=0)
+        trainer = Trainer(config)
+        seconds = 0.0
+        with ComfyServer(os.path.join(root, "comfy")) as server:
+            models = os.path.join(server.base, "models")
+            for step in args.evals:
+                trainer.config.max_steps = step
+                start = time.perf_counter()
+                trainer.train()
+                seconds += time.perf_counter() - start
+                final = trainer.export()
+                if not rows:  # text encoder and VAE once (the text file is 0.9 GB)
+                    base = demo_model.install_etc({"unet": os.path.join(final, "etc_unet_comfyui.safetensors"),
+                                                   "fps": os.path.join(final, "etc_fps.safetensors"),
+                                                   "text_encoder": trainer.text_encoder, "vae": vae}, server.base)
+                for name in os.listdir(os.path.join(models, "unet")):
+                    os.remove(os.path.join(models, "unet", name))
+                # a new name per step: ComfyUI reuses a loader's output while its inputs stay the same
+                files = dict(base, unet=f"step{step}_unet.safetensors", fps=f"step{step}_fps.safetensors")
+                shutil.copy(os.path.join(final, "etc_unet_comfyui.safetensors"), os.path.join(models, "unet", files["unet"]))
+                shutil.copy(os.path.join(final, "etc_fps.safetensors"), os.path.join(models, "etc", files["fps"]))
+                for cfg in args.cfgs:
+                    videos, _ = demo_model.sample_etc(server, files, synthetic.caption(*demo_model.HELD_OUT), seed=0,
+                                                      batch=10, cfg=cfg)
+                    centres = [synthetic.square_centres(v) for v in videos]
+                    directions = [synthetic.motion_direction(c) for c in centres]
+                    row = {"step": step, "cfg": cfg, "moving_up": directions.count(demo_model.HELD_OUT[1]),
+                           "one_square_per_frame": sum(all(p is not None for p in c) for c in centres),
+                           "directions": directions, "loss_last_25": float(np.mean(trainer.losses[-25:])),
+                           "train_seconds": round(seconds, 1)}
+                    rows.append(row)
+                    print(f"step {step} cfg {cfg:g}: {row['moving_up']}/10 up, {row['one_square_per_frame']}/10 one "
+                          f"square per frame, loss {row['loss_last_25']:.3f}, {seconds:.0f} s {directions}", flush=True)
+    result = {"machine": demo.machine(), "precision": precision, "args": vars(args), "rows": rows}
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", f"demo_held_out_{args.name}.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
