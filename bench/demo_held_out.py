@@ -37,10 +37,10 @@ def main():
     parser.add_argument("--cosine-to", type=int, help="the cosine's end (max_steps; default: the last eval)")
     parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
     parser.add_argument("--unet", default="sd21", help="a layout of tiny_base.UNET_LAYOUTS")
-    parser.add_argument("--word-scale", type=float, default=demo_model.WORD_SCALE,
-                        help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: the random tower)")
-    parser.add_argument("--ema", type=float, default=demo_model.EMA_DECAY,
-                        help="the trainer's ema_decay (0: export the live weights)")
+    parser.add_argument("--word-scale", type=float, default=1.0,
+                        help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: the demo's random tower)")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="the trainer's ema_decay (0: export the live weights, as the demo does)")
     parser.add_argument("--cfgs", type=float, nargs="+", default=[4.0])
     args = parser.parse_args()
     precision = demo_model.cpu_precision() if args.precision == "auto" else args.precision

@@ -11,10 +11,7 @@ import time
 from etc_vcut_dev.comfy_host import REPO, comfyui_path
 
 HELD_OUT = ("green", "up")
-TRAIN_STEPS, LR, BATCH, WARMUP, SCHEDULE = 200, 5e-4, 8, 0, "constant"
-# the exported weights are the EMA (the held-out count of the live weights swings from step to step), the text
-# tower's words kept apart (tiny_base.text_encoder): docs/demo-timing.md, "Session 11"
-EMA_DECAY, WORD_SCALE = 0.98, 30.0
+TRAIN_STEPS, LR, BATCH, WARMUP, SCHEDULE = 500, 5e-4, 8, 0, "constant"
 FRAMES, LAYOUT, SIZE, FPS = 8, "2x4", 32, 4
 
 
@@ -51,15 +48,14 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
     vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
     tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
     pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae,
-                                            unet_config=tiny_base.UNET_LAYOUTS[unet] if unet else None,
-                                            word_scale=WORD_SCALE)
+                                            unet_config=tiny_base.UNET_LAYOUTS[unet] if unet else None)
     config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, "run"),
                          video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
                          label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=FRAMES, layout=LAYOUT,
                          resolution=SIZE, me_strength=me_strength, caption_dropout=0.1,
                          mixed_precision=precision or cpu_precision(), lr=lr, lr_schedule=schedule,
                          lr_warmup_steps=warmup, batch_size=batch, max_steps=steps, checkpoint_every=10**9,
-                         checkpoint_minutes=0, ema_decay=EMA_DECAY, seed=0)  # nothing to resume: no checkpoint writes
+                         checkpoint_minutes=0, seed=0)  # nothing to resume: no checkpoint writes
     trainer = Trainer(config)
     progress, bar = progress_bar(steps)
     start = time.perf_counter()
