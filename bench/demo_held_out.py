@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
     parser.add_argument("--unet", default="sd21", help="a layout of tiny_base.UNET_LAYOUTS")
     parser.add_argument("--word-scale", type=float, default=1.0,
-                        help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: the demo's random tower)")
+                        help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: the demo's)")
     parser.add_argument("--ema", type=float, default=0.0,
                         help="the trainer's ema_decay (0: export the live weights, as the demo does)")
     parser.add_argument("--cfgs", type=float, nargs="+", default=[4.0])
@@ -47,15 +47,15 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as root:
         size, colors = demo_model.SIZE, list(synthetic.COLORS.values())
-        data = synthetic.write_square_set(os.path.join(root, "data"), demo_model.FRAMES, held_out=demo_model.HELD_OUT,
-                                          size=size)
+        data = synthetic.write_square_set(os.path.join(root, "data"), demo_model.FRAMES,
+                                          held_out=demo_model.HELD_OUT, size=size)
         rng = np.random.default_rng(0)  # the latent scale of demo_model.train_etc
         frames = np.stack([synthetic.square_frame(size, 10, *rng.integers(0, size - 9, 2),
                                                   colors[rng.integers(len(colors))]) for _ in range(256)])
         vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
         tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
-        pretrained = tiny_base.write_pretrained(os.path.join(root, "pretrained"), vae,
-                                                unet_config=tiny_base.UNET_LAYOUTS[args.unet], word_scale=args.word_scale)
+        pretrained = tiny_base.write_pretrained(os.path.join(root, "pretrained"), vae, word_scale=args.word_scale,
+                                                unet_config=tiny_base.UNET_LAYOUTS[args.unet])
         config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(root, "run"),
                              video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
                              label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=demo_model.FRAMES,
@@ -81,7 +81,8 @@ def main():
                     os.remove(os.path.join(models, "unet", name))
                 # a new name per step: ComfyUI reuses a loader's output while its inputs stay the same
                 files = dict(base, unet=f"step{step}_unet.safetensors", fps=f"step{step}_fps.safetensors")
-                shutil.copy(os.path.join(final, "etc_unet_comfyui.safetensors"), os.path.join(models, "unet", files["unet"]))
+                shutil.copy(os.path.join(final, "etc_unet_comfyui.safetensors"),
+                            os.path.join(models, "unet", files["unet"]))
                 shutil.copy(os.path.join(final, "etc_fps.safetensors"), os.path.join(models, "etc", files["fps"]))
                 for cfg in args.cfgs:
                     videos, _ = demo_model.sample_etc(server, files, synthetic.caption(*demo_model.HELD_OUT), seed=0,

@@ -87,7 +87,8 @@ def test_scaled_word_embeddings_keep_each_word_apart():
                                         return_tensors="pt").input_ids)[0][0, position]
                    for c in (("green", "up"), ("red", "up"), ("green", "down"))}
         cos = torch.nn.functional.cosine_similarity
-        return float(cos(out["green", "up"], out["red", "up"], dim=0)), float(cos(out["green", "up"], out["green", "down"], dim=0))
+        up = out["green", "up"]
+        return float(cos(up, out["red", "up"], dim=0)), float(cos(up, out["green", "down"], dim=0))
 
     same_word, other_word = similarities(tiny_base.text_encoder(1, word_scale=30.0))
     assert same_word > 0.9 and other_word < 0.5, (same_word, other_word)
