@@ -23,10 +23,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
-    from etc_vcut_dev import demo, demo_model, synthetic, tiny_base
+    from etc_vcut_dev import demo, demo_model, synthetic
     from etc_vcut_dev.comfy_host import ComfyServer
-    from etc_core.data import frames_to_tensor
-    from etc_core.train import Trainer, TrainConfig
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="names the result file")
     parser.add_argument("--evals", type=int, nargs="+", required=True, help="steps at which to sample")
@@ -36,7 +34,7 @@ def main():
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=demo_model.SCHEDULE)
     parser.add_argument("--cosine-to", type=int, help="the cosine's end (max_steps; default: the last eval)")
     parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
-    parser.add_argument("--unet", default="sd21", help="a layout of tiny_base.UNET_LAYOUTS")
+    parser.add_argument("--unet", help="a layout of tiny_base.UNET_LAYOUTS (default: the demo's)")
     parser.add_argument("--word-scale", type=float, default=1.0,
                         help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: the demo's)")
     parser.add_argument("--ema", type=float, default=0.0,
@@ -46,24 +44,10 @@ def main():
     precision = demo_model.cpu_precision() if args.precision == "auto" else args.precision
     rows = []
     with tempfile.TemporaryDirectory() as root:
-        size, colors = demo_model.SIZE, list(synthetic.COLORS.values())
-        data = synthetic.write_square_set(os.path.join(root, "data"), demo_model.FRAMES,
-                                          held_out=demo_model.HELD_OUT, size=size)
-        rng = np.random.default_rng(0)  # the latent scale of demo_model.train_etc
-        frames = np.stack([synthetic.square_frame(size, 10, *rng.integers(0, size - 9, 2),
-                                                  colors[rng.integers(len(colors))]) for _ in range(256)])
-        vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
-        tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
-        pretrained = tiny_base.write_pretrained(os.path.join(root, "pretrained"), vae, word_scale=args.word_scale,
-                                                unet_config=tiny_base.UNET_LAYOUTS[args.unet])
-        config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(root, "run"),
-                             video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
-                             label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=demo_model.FRAMES,
-                             layout=demo_model.LAYOUT, resolution=size, caption_dropout=0.1, mixed_precision=precision,
-                             lr=args.lr, lr_schedule=args.schedule, lr_warmup_steps=args.warmup, batch_size=args.batch,
-                             max_steps=args.cosine_to or max(args.evals), checkpoint_every=10**9, checkpoint_minutes=0,
-                             ema_decay=args.ema, seed=0)
-        trainer = Trainer(config)
+        trainer, vae, _ = demo_model.demo_trainer(root, args.cosine_to or max(args.evals), batch=args.batch,
+                                                  lr=args.lr, precision=precision, warmup=args.warmup,
+                                                  schedule=args.schedule, unet=args.unet, word_scale=args.word_scale,
+                                                  ema_decay=args.ema)
         seconds = 0.0
         with ComfyServer(os.path.join(root, "comfy")) as server:
             models = os.path.join(server.base, "models")

@@ -32,9 +32,11 @@ def progress_bar(steps: int):
     return progress, bar
 
 
-def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = BATCH, lr: float = LR,
-              precision: str = None, warmup: int = WARMUP, schedule: str = SCHEDULE, unet: str = None) -> dict:
-    """Synthetic set, tiny base model, fine-tune with etc_core.train; returns the files for ComfyUI."""
+def demo_trainer(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = BATCH,
+                 lr: float = LR, precision: str = None, warmup: int = WARMUP, schedule: str = SCHEDULE,
+                 unet: str = None, word_scale: float = 1.0, ema_decay: float = 0.0):
+    """The synthetic set, the tiny base model and an etc_core.train Trainer on them, under ``folder``; returns
+    (trainer, vae, data). ``word_scale`` and ``ema_decay``: bench/demo_held_out.py's other recipes."""
     import numpy as np
 
     from etc_vcut_dev import synthetic, tiny_base
@@ -47,7 +49,7 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
                        for _ in range(256)])
     vae = tiny_base.pooling_tiny_vae(synthetic.BACKGROUND)
     tiny_base.set_latent_scale(vae, frames_to_tensor(frames))
-    pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae,
+    pretrained = tiny_base.write_pretrained(os.path.join(folder, "pretrained"), vae, word_scale=word_scale,
                                             unet_config=tiny_base.UNET_LAYOUTS[unet] if unet else None)
     config = TrainConfig(pretrained=pretrained, output_dir=os.path.join(folder, "run"),
                          video_manifest=data["video_manifest"], image_manifest=data["image_manifest"],
@@ -55,8 +57,14 @@ def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, b
                          resolution=SIZE, me_strength=me_strength, caption_dropout=0.1,
                          mixed_precision=precision or cpu_precision(), lr=lr, lr_schedule=schedule,
                          lr_warmup_steps=warmup, batch_size=batch, max_steps=steps, checkpoint_every=10**9,
-                         checkpoint_minutes=0, seed=0)  # nothing to resume: no checkpoint writes
-    trainer = Trainer(config)
+                         checkpoint_minutes=0, ema_decay=ema_decay, seed=0)  # nothing to resume: no checkpoints
+    return Trainer(config), vae, data
+
+
+def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = BATCH, lr: float = LR,
+              precision: str = None, warmup: int = WARMUP, schedule: str = SCHEDULE, unet: str = None) -> dict:
+    """Synthetic set, tiny base model, fine-tune with etc_core.train; returns the files for ComfyUI."""
+    trainer, vae, data = demo_trainer(folder, steps, me_strength, batch, lr, precision, warmup, schedule, unet)
     progress, bar = progress_bar(steps)
     start = time.perf_counter()
     losses = trainer.train(progress=progress)
