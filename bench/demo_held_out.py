@@ -23,7 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
-    from etc_vcut_dev import demo, demo_model, synthetic
+    from etc_vcut_dev import demo_model, synthetic
     from etc_vcut_dev.comfy_host import ComfyServer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="names the result file")
@@ -35,11 +35,13 @@ def main():
     parser.add_argument("--cosine-to", type=int, help="the cosine's end (max_steps; default: the last eval)")
     parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
     parser.add_argument("--unet", help="a layout of tiny_base.UNET_LAYOUTS (default: the demo's)")
-    parser.add_argument("--word-scale", type=float, default=1.0,
-                        help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: the demo's)")
-    parser.add_argument("--ema", type=float, default=0.0,
-                        help="the trainer's ema_decay (0: export the live weights, as the demo does)")
+    parser.add_argument("--word-scale", type=float, default=demo_model.WORD_SCALE,
+                        help="the text encoder's word-embedding scale (tiny_base.text_encoder; 1: a plain random tower)")
+    parser.add_argument("--ema", type=float, default=demo_model.EMA_DECAY,
+                        help="the trainer's ema_decay (0: export the live weights)")
     parser.add_argument("--cfgs", type=float, nargs="+", default=[4.0])
+    parser.add_argument("--also", nargs="*", default=[], metavar="COLOUR:DIRECTION",
+                        help="more captions to score at each step, e.g. red:left red:right red:down (tests/test_demo.py's)")
     args = parser.parse_args()
     precision = demo_model.cpu_precision() if args.precision == "auto" else args.precision
     rows = []
@@ -69,17 +71,29 @@ def main():
                             os.path.join(models, "unet", files["unet"]))
                 shutil.copy(os.path.join(final, "etc_fps.safetensors"), os.path.join(models, "etc", files["fps"]))
                 for cfg in args.cfgs:
-                    videos, _ = demo_model.sample_etc(server, files, synthetic.caption(*demo_model.HELD_OUT), seed=0,
-                                                      batch=10, cfg=cfg)
-                    centres = [synthetic.square_centres(v) for v in videos]
-                    directions = [synthetic.motion_direction(c) for c in centres]
-                    row = {"step": step, "cfg": cfg, "moving_up": directions.count(demo_model.HELD_OUT[1]),
-                           "one_square_per_frame": sum(all(p is not None for p in c) for c in centres),
-                           "directions": directions, "loss_last_25": float(np.mean(trainer.losses[-25:])),
+                    row = {"step": step, "cfg": cfg, "loss_last_25": float(np.mean(trainer.losses[-25:])),
                            "train_seconds": round(seconds, 1)}
+                    for colour, direction in [demo_model.HELD_OUT] + [tuple(c.split(":")) for c in args.also]:
+                        caption = synthetic.caption(colour, direction)
+                        videos, _ = demo_model.sample_etc(server, files, caption, seed=0, batch=10, cfg=cfg)
+                        centres = [synthetic.square_centres(v) for v in videos]
+                        directions = [synthetic.motion_direction(c) for c in centres]
+                        scored = {"moving_its_way": directions.count(direction),
+                                  "one_square_per_frame": sum(all(p is not None for p in c) for c in centres),
+                                  "directions": directions}
+                        if "captions" not in row:  # the held-out caption's fields, as before --also
+                            row.update(moving_up=scored["moving_its_way"], directions=directions,
+                                       one_square_per_frame=scored["one_square_per_frame"])
+                        row.setdefault("captions", {})[caption] = scored
+                        print(f"step {step} cfg {cfg:g} '{caption}': {scored['moving_its_way']}/10 {direction}, "
+                              f"{scored['one_square_per_frame']}/10 one square per frame, loss "
+                              f"{row['loss_last_25']:.3f}, {seconds:.0f} s {directions}", flush=True)
                     rows.append(row)
-                    print(f"step {step} cfg {cfg:g}: {row['moving_up']}/10 up, {row['one_square_per_frame']}/10 one "
-                          f"square per frame, loss {row['loss_last_25']:.3f}, {seconds:.0f} s {directions}", flush=True)
+                    write_result(args, precision, rows)  # after each row: a stopped run keeps what it measured
+
+
+def write_result(args, precision: str, rows: list):
+    from etc_vcut_dev import demo
     result = {"machine": demo.machine(), "precision": precision, "args": vars(args), "rows": rows}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", f"demo_held_out_{args.name}.json"), "w") as f:

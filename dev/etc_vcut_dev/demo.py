@@ -24,8 +24,8 @@ import time
 
 from etc_vcut_dev.client import apply_overrides, run
 from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path
-from etc_vcut_dev.demo_model import (BATCH, HELD_OUT, LR, SCHEDULE, TRAIN_STEPS, WARMUP, cpu_precision, frame_strip,
-                                     install_etc, sample_etc, train_etc)
+from etc_vcut_dev.demo_model import (BATCH, EMA_DECAY, HELD_OUT, LR, SCHEDULE, TRAIN_STEPS, WARMUP, WORD_SCALE,
+                                     cpu_precision, frame_strip, install_etc, sample_etc, train_etc)
 from etc_vcut_dev.svd_timing import SVD_PAIRS, OtherLoad, svd_timings
 from etc_vcut_dev.tiny_workflows import SMOKE_OVERRIDES, tiny_training_inputs, workflow, write_example_image
 
@@ -74,7 +74,8 @@ def main(argv=None) -> int:
         model = train_etc(os.path.join(out, "etc"), args.train_steps, args.me_strength, args.batch, args.lr,
                           precision, args.warmup, args.schedule, args.unet)
     summary["etc_train"] = {"steps": args.train_steps, "lr": args.lr, "batch": args.batch, "warmup": args.warmup,
-                            "schedule": args.schedule, "unet": args.unet or "default",
+                            "schedule": args.schedule, "unet": args.unet or "default", "ema_decay": EMA_DECAY,
+                            "text_word_scale": WORD_SCALE,
                             "seconds": round(model["train_seconds"], 1),
                             "loss_first_25": float(np.mean(model["losses"][:25])),
                             "loss_last_25": float(np.mean(model["losses"][-25:])), "me_strength": args.me_strength,

@@ -50,7 +50,7 @@ def text_encoder(seed: int = 0, word_scale: float = 1.0):
     square moving up", the output at "up" has cosine 0.92 with "a red square moving up"'s and 0.93 with "a
     green square moving down"'s. At word_scale 30 each output is mostly its own word, as in a trained CLIP:
     0.97 to the other colour's "up", 0.21 to "down". bench/demo_held_out.py measures what that does to the
-    held-out caption (docs/demo-timing.md, "Session 11"); the demo keeps 1."""
+    held-out caption (docs/demo-timing.md, "Session 11"); the demo uses 30 (demo_model.WORD_SCALE)."""
     from transformers import CLIPTextConfig, CLIPTextModel
     torch.manual_seed(seed)
     encoder = CLIPTextModel(CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=TEXT_LAYERS,
