@@ -74,8 +74,8 @@ def test_constructed_vae_keeps_the_motion_of_the_training_clips(tmp_path):
 
 
 def test_scaled_word_embeddings_keep_each_word_apart():
-    """With word_scale 30 (bench/demo_held_out.py's option), the encoder output at the direction word follows
-    the word, not the colour before it, as a trained CLIP's does; the demo's plain random tower mixes them."""
+    """With word_scale 30 (the demo's, demo_model.WORD_SCALE), the encoder output at the direction word follows
+    the word, not the colour before it, as a trained CLIP's does; a plain random tower (scale 1) mixes them."""
     from etc_vcut_dev import tiny_base
     from etc_vcut_dev.tiny_diffusers import clip_tokenizer
     tokenizer = clip_tokenizer(pad_token="!")
@@ -90,7 +90,7 @@ def test_scaled_word_embeddings_keep_each_word_apart():
         up = out["green", "up"]
         return float(cos(up, out["red", "up"], dim=0)), float(cos(up, out["green", "down"], dim=0))
 
-    same_word, other_word = similarities(tiny_base.text_encoder(1, word_scale=30.0))
+    same_word, other_word = similarities(tiny_base.text_encoder(1, word_scale=demo_model.WORD_SCALE))
     assert same_word > 0.9 and other_word < 0.5, (same_word, other_word)
     same_word, other_word = similarities(tiny_base.text_encoder(1))
     assert other_word > same_word - 0.1, (same_word, other_word)
