@@ -1,5 +1,6 @@
 """ETC trainer on a tiny Stable-Diffusion-layout model and synthetic triple data (CPU)."""
 import json
+import math
 import os
 import time
 
@@ -120,6 +121,35 @@ def test_learning_rate_warms_up_then_follows_the_cosine_to_zero_also_across_a_re
     # the lr an optimizer step used is the one before the scheduler stepped after it
     used = [expected[0]] + seen[:-1]
     assert used == pytest.approx(expected) and seen[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_uniform_timesteps_are_the_old_draw_and_ramp_ones_follow_the_linear_density():
+    """uniform: torch.randint's draw, unchanged (runs and the demo's model stay reproducible); ramp: the CDF
+    P(t <= k) = (k + 1)^2 / T^2 of P(t) = (2t + 1) / T^2, within 4 standard errors over 400k draws."""
+    from etc_core.train.timesteps import sample_timesteps
+    seed, n, T = 7, 400_000, 1000
+    assert torch.equal(sample_timesteps("uniform", n, T, torch.Generator().manual_seed(seed), "cpu"),
+                       torch.randint(0, T, (n,), generator=torch.Generator().manual_seed(seed)))
+    ramp = sample_timesteps("ramp", n, T, torch.Generator().manual_seed(seed), "cpu")
+    assert ramp.dtype == torch.int64 and 0 <= int(ramp.min()) and int(ramp.max()) <= T - 1
+    for k in (0, 99, 249, 499, 749, 899, 998):
+        expected = (k + 1) ** 2 / T ** 2
+        tolerance = 4 * math.sqrt(expected * (1 - expected) / n) + 1e-6
+        assert abs(float((ramp <= k).double().mean()) - expected) <= tolerance, k
+    assert float((ramp >= T // 2).double().mean()) == pytest.approx(0.75, abs=0.003)
+
+
+def test_the_trainer_draws_the_configured_timesteps(setup, tmp_path, monkeypatch):
+    from etc_core.train import trainer as trainer_module
+    original, drawn = trainer_module.sample_timesteps, []
+
+    def recording(kind, *args):
+        drawn.append(kind)
+        return original(kind, *args)
+    monkeypatch.setattr(trainer_module, "sample_timesteps", recording)
+    for kind in ("ramp", "uniform"):
+        Trainer(_config(setup, tmp_path / kind, timestep_sampling=kind, max_steps=2)).train()
+    assert drawn == ["ramp"] * 2 + ["uniform"] * 2
 
 
 def test_killed_and_resumed_run_ends_equal_to_uninterrupted(setup, tmp_path):

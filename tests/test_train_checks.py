@@ -34,6 +34,8 @@ def _train(tmp_path, values, capsys, *extra):
     ({"lr": -1.0}, "error: config field 'lr' must be a number > 0; got -1.0"),
     ({"mixed_precision": "fp8"}, "error: config field 'mixed_precision' must be one of ['no', 'fp16', 'bf16']; "
                                  "got a str"),
+    ({"timestep_sampling": "late"}, "error: config field 'timestep_sampling' must be one of ['uniform', 'ramp']; "
+                                    "got a str"),
     ({"pretrained": "/nowhere/sd21"}, "error: pretrained /nowhere/sd21 does not exist; give an SD 2.x .safetensors "
                                       "checkpoint or a diffusers folder"),
 ])

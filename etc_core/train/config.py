@@ -6,6 +6,7 @@ import math
 
 from ..files.media_header import MAX_FRAME_PIXELS
 from ..grid import parse_layout
+from .timesteps import TIMESTEP_SAMPLING
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -59,6 +60,7 @@ _RULES = {
     "lr": (lambda v: _number(v) and v > 0, "a number > 0"),
     "lr_schedule": (lambda v: v in LR_SCHEDULES, f"one of {list(LR_SCHEDULES)}"),
     "lr_warmup_steps": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "timestep_sampling": (lambda v: v in TIMESTEP_SAMPLING, f"one of {list(TIMESTEP_SAMPLING)}"),
     "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
               "two numbers in [0, 1)"),
     "weight_decay": (lambda v: _number(v) and v >= 0, "a number >= 0"),
@@ -103,6 +105,7 @@ class TrainConfig:
     lr: float = 1e-4
     lr_schedule: str = "constant"        # constant | cosine (to 0 at max_steps), after lr_warmup_steps
     lr_warmup_steps: int = 0             # linear warm-up from 0
+    timestep_sampling: str = "uniform"   # uniform | ramp (more samples at high noise: timesteps.py)
     betas: tuple = (0.9, 0.9)
     weight_decay: float = 0.03
     batch_size: int = 1

@@ -35,6 +35,7 @@ from .preflight import check_run
 from .pretrained import load_models
 from .run_checkpoints import RunCheckpoints
 from .run_folder import SKIPPED_FILES, claim_output_dir
+from .timesteps import sample_timesteps
 
 
 TEXT_CACHE = 256  # captions; 77 x 1024 floats each for SD 2.x
@@ -197,8 +198,8 @@ class Trainer:
         """The diffusion loss of one batch, with noise and timesteps drawn from ``generator``."""
         grid, text = self.encode(batch, generator)
         noise = torch.randn(grid.shape, generator=generator, device=grid.device)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (grid.shape[0],),
-                                  generator=generator, device=grid.device)
+        timesteps = sample_timesteps(self.config.timestep_sampling, grid.shape[0],
+                                     self.noise_scheduler.config.num_train_timesteps, generator, grid.device)
         noisy = self.noise_scheduler.add_noise(grid, noise, timesteps)
         if self.noise_scheduler.config.prediction_type == "v_prediction":
             target = self.noise_scheduler.get_velocity(grid, noise, timesteps)
