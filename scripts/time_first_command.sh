@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Times the README's first command as a new user meets it: a fresh clone of this repository's HEAD into a
-# new folder, an empty pip cache, `bash scripts/setup.sh && .venv/bin/python scripts/demo.py`, with the
+# new folder, empty pip and uv caches, `bash scripts/setup.sh && .venv/bin/python scripts/demo.py`, with the
 # demo's extra arguments (default: --precision no, fp32 training as on a CPU without bf16 instructions;
 # pass --precision auto for bf16 where the CPU has it). Prints the CPU, its bf16 flags, the load before and
 # after, and the times of setup, demo and the whole; the demo's summary stays in <clone>/demo_output/.
@@ -14,7 +14,7 @@ DEMO_ARGS=("$@")
 rm -rf "$DEST"
 git clone --quiet "$REPO" "$DEST"
 cd "$DEST"
-export PIP_CACHE_DIR="$DEST/.pip-cache-empty"  # nothing cached: every wheel is downloaded as on a new machine
+export PIP_CACHE_DIR="$DEST/.pip-cache-empty" UV_CACHE_DIR="$DEST/.uv-cache-empty"  # nothing cached: every wheel is downloaded as on a new machine
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores"
 echo "bf16 flags: $(grep -o -w -E 'avx512_bf16|amx_bf16|avx_ne_convert' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
