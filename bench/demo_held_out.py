@@ -33,6 +33,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=demo_model.WARMUP)
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=demo_model.SCHEDULE)
     parser.add_argument("--cosine-to", type=int, help="the cosine's end (max_steps; default: the last eval)")
+    parser.add_argument("--timesteps", choices=["uniform", "ramp"], default=demo_model.TIMESTEPS,
+                        help="how training draws its timesteps (etc_core/train/timesteps.py)")
     parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
     parser.add_argument("--unet", help="a layout of tiny_base.UNET_LAYOUTS (default: the demo's)")
     parser.add_argument("--word-scale", type=float, default=demo_model.WORD_SCALE,
@@ -49,7 +51,7 @@ def main():
         trainer, vae, _ = demo_model.demo_trainer(root, args.cosine_to or max(args.evals), batch=args.batch,
                                                   lr=args.lr, precision=precision, warmup=args.warmup,
                                                   schedule=args.schedule, unet=args.unet, word_scale=args.word_scale,
-                                                  ema_decay=args.ema)
+                                                  ema_decay=args.ema, timesteps=args.timesteps)
         seconds = 0.0
         with ComfyServer(os.path.join(root, "comfy")) as server:
             models = os.path.join(server.base, "models")

@@ -24,8 +24,8 @@ import time
 
 from etc_vcut_dev.client import apply_overrides, run
 from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path
-from etc_vcut_dev.demo_model import (BATCH, EMA_DECAY, HELD_OUT, LR, SCHEDULE, TRAIN_STEPS, WARMUP, WORD_SCALE,
-                                     cpu_precision, frame_strip, install_etc, sample_etc, train_etc)
+from etc_vcut_dev.demo_model import (BATCH, EMA_DECAY, HELD_OUT, LR, SCHEDULE, TIMESTEPS, TRAIN_STEPS, WARMUP,
+                                     WORD_SCALE, cpu_precision, frame_strip, install_etc, sample_etc, train_etc)
 from etc_vcut_dev.svd_timing import SVD_PAIRS, OtherLoad, svd_timings
 from etc_vcut_dev.tiny_workflows import SMOKE_OVERRIDES, tiny_training_inputs, workflow, write_example_image
 
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=WARMUP, help="learning-rate warm-up steps")
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=SCHEDULE, help="learning rate after "
                         "the warm-up")
+    parser.add_argument("--timesteps", choices=["uniform", "ramp"], default=TIMESTEPS, help="how training draws "
+                        "its timesteps (etc_core/train/timesteps.py)")
     parser.add_argument("--unet", help="a UNet layout of tiny_base.UNET_LAYOUTS instead of tiny_base.UNET_CONFIG "
                         "(bench/demo_training.py times them)")
     parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto",
@@ -72,9 +74,10 @@ def main(argv=None) -> int:
     precision = cpu_precision() if args.precision == "auto" else args.precision
     with OtherLoad([]) as train_load:
         model = train_etc(os.path.join(out, "etc"), args.train_steps, args.me_strength, args.batch, args.lr,
-                          precision, args.warmup, args.schedule, args.unet)
+                          precision, args.warmup, args.schedule, args.unet, args.timesteps)
     summary["etc_train"] = {"steps": args.train_steps, "lr": args.lr, "batch": args.batch, "warmup": args.warmup,
-                            "schedule": args.schedule, "unet": args.unet or "default", "ema_decay": EMA_DECAY,
+                            "schedule": args.schedule, "timesteps": args.timesteps, "unet": args.unet or "default",
+                            "ema_decay": EMA_DECAY,
                             "text_word_scale": WORD_SCALE,
                             "seconds": round(model["train_seconds"], 1),
                             "loss_first_25": float(np.mean(model["losses"][:25])),

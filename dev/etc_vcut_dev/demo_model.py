@@ -11,10 +11,11 @@ import time
 from etc_vcut_dev.comfy_host import REPO, comfyui_path
 
 HELD_OUT = ("green", "up")
-TRAIN_STEPS, LR, BATCH, WARMUP, SCHEDULE = 300, 5e-4, 8, 0, "constant"
-# The text tower's word scale (tiny_base.text_encoder) and the EMA decay of the exported weights: with both,
-# 300 steps give what 500 steps of the live weights with a plain tower gave (docs/demo-timing.md, session 12).
-WORD_SCALE, EMA_DECAY = 30.0, 0.98
+TRAIN_STEPS, LR, BATCH, WARMUP, SCHEDULE = 200, 5e-4, 8, 0, "constant"
+# The text tower's word scale (tiny_base.text_encoder), the EMA decay of the exported weights and timesteps
+# drawn more often at high noise (etc_core/train/timesteps.py): with all three, 200 steps give what 500 steps
+# of the live weights with a plain tower and uniform timesteps gave (docs/demo-timing.md, sessions 12 and 13).
+WORD_SCALE, EMA_DECAY, TIMESTEPS = 30.0, 0.98, "ramp"
 FRAMES, LAYOUT, SIZE, FPS = 8, "2x4", 32, 4
 
 
@@ -37,7 +38,8 @@ def progress_bar(steps: int):
 
 def demo_trainer(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = BATCH,
                  lr: float = LR, precision: str = None, warmup: int = WARMUP, schedule: str = SCHEDULE,
-                 unet: str = None, word_scale: float = WORD_SCALE, ema_decay: float = EMA_DECAY):
+                 unet: str = None, word_scale: float = WORD_SCALE, ema_decay: float = EMA_DECAY,
+                 timesteps: str = TIMESTEPS):
     """The synthetic set, the tiny base model and an etc_core.train Trainer on them, under ``folder``; returns
     (trainer, vae, data). The trainer exports the EMA of the weights unless ``ema_decay`` is 0."""
     import numpy as np
@@ -59,15 +61,17 @@ def demo_trainer(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0
                          label_folder=data["label_folder"], ratios=(0.9, 0.05, 0.05), frames=FRAMES, layout=LAYOUT,
                          resolution=SIZE, me_strength=me_strength, caption_dropout=0.1,
                          mixed_precision=precision or cpu_precision(), lr=lr, lr_schedule=schedule,
-                         lr_warmup_steps=warmup, batch_size=batch, max_steps=steps, checkpoint_every=10**9,
-                         checkpoint_minutes=0, ema_decay=ema_decay, seed=0)  # nothing to resume: no checkpoints
+                         lr_warmup_steps=warmup, timestep_sampling=timesteps, batch_size=batch, max_steps=steps,
+                         checkpoint_every=10**9, checkpoint_minutes=0, ema_decay=ema_decay, seed=0)  # nothing to resume: no checkpoints
     return Trainer(config), vae, data
 
 
 def train_etc(folder: str, steps: int = TRAIN_STEPS, me_strength: float = 1.0, batch: int = BATCH, lr: float = LR,
-              precision: str = None, warmup: int = WARMUP, schedule: str = SCHEDULE, unet: str = None) -> dict:
+              precision: str = None, warmup: int = WARMUP, schedule: str = SCHEDULE, unet: str = None,
+              timesteps: str = TIMESTEPS) -> dict:
     """Synthetic set, tiny base model, fine-tune with etc_core.train; returns the files for ComfyUI."""
-    trainer, vae, data = demo_trainer(folder, steps, me_strength, batch, lr, precision, warmup, schedule, unet)
+    trainer, vae, data = demo_trainer(folder, steps, me_strength, batch, lr, precision, warmup, schedule, unet,
+                                      timesteps=timesteps)
     progress, bar = progress_bar(steps)
     start = time.perf_counter()
     losses = trainer.train(progress=progress)
