@@ -18,8 +18,13 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # uv installs the same list about five times faster than pip from an empty cache (28 s against 153 s for the
 # first command's packages, docs/demo-timing.md), most of it torch's CUDA libraries that PyPI's torch brings even
 # to a CPU. It comes from PyPI like everything else; where it cannot be installed or fails (a pip-only mirror:
-# uv does not read pip's configuration), pip does the work.
+# uv does not read pip's configuration), pip does the work. pip's constraint files (a machine may cap torch
+# there) go to uv too, so that both install the same versions and pip later plans nothing over them.
 UV=(.venv/bin/python -m uv pip install --quiet --python .venv/bin/python)
+for file in $(.venv/bin/python -m pip config list 2>/dev/null |
+              sed -n -E "s/^(global|install|:env:)\.constraint='(.*)'$/\2/p"); do
+  UV+=(--constraint "$file")
+done
 "${PIP[@]}" uv >/dev/null 2>&1 || UV=()
 pip_install() {
   if [ ${#UV[@]} -gt 0 ] && "${UV[@]}" "$@"; then return; fi
