@@ -132,7 +132,7 @@ def test_held_out_video_plays_in_the_browser(comfy_server, held_out):
 def test_direction_follows_the_caption(comfy_server, etc_files, direction):
     _, directions, _ = _directions(comfy_server, etc_files, synthetic.caption("red", direction))
     # a caption of the training set is not the demo's claim: the captioned direction must lead, in at least
-    # half the seeds (the 500-step live weights once gave "red ... left" 5 left, some up; the 300-step EMA
-    # gives 10 of 10 in bench/demo_held_out.py, fp32 and two threads)
+    # half the seeds (the 500-step live weights once gave "red ... left" 5 left, some up; the 200-step EMA with
+    # ramp timesteps gives 10 of 10 in bench/demo_held_out.py, fp32 and two threads)
     counts = {d: directions.count(d) for d in synthetic.DIRECTIONS}
     assert max(counts, key=counts.get) == direction and counts[direction] >= 5, directions
