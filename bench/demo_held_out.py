@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
+    from etc_core.train.timesteps import TIMESTEP_SAMPLING
     from etc_vcut_dev import demo_model, synthetic
     from etc_vcut_dev.comfy_host import ComfyServer
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,7 +34,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=demo_model.WARMUP)
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=demo_model.SCHEDULE)
     parser.add_argument("--cosine-to", type=int, help="the cosine's end (max_steps; default: the last eval)")
-    parser.add_argument("--timesteps", choices=["uniform", "ramp"], default=demo_model.TIMESTEPS,
+    parser.add_argument("--timesteps", choices=TIMESTEP_SAMPLING, default=demo_model.TIMESTEPS,
                         help="how training draws its timesteps (etc_core/train/timesteps.py)")
     parser.add_argument("--precision", choices=["auto", "bf16", "no"], default="auto")
     parser.add_argument("--unet", help="a layout of tiny_base.UNET_LAYOUTS (default: the demo's)")

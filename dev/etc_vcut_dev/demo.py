@@ -22,6 +22,7 @@ import shutil
 import sys
 import time
 
+from etc_core.train.timesteps import TIMESTEP_SAMPLING
 from etc_vcut_dev.client import apply_overrides, run
 from etc_vcut_dev.comfy_host import REPO, ComfyServer, comfyui_path
 from etc_vcut_dev.demo_model import (BATCH, EMA_DECAY, HELD_OUT, LR, SCHEDULE, TIMESTEPS, TRAIN_STEPS, WARMUP,
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=WARMUP, help="learning-rate warm-up steps")
     parser.add_argument("--schedule", choices=["constant", "cosine"], default=SCHEDULE, help="learning rate after "
                         "the warm-up")
-    parser.add_argument("--timesteps", choices=["uniform", "ramp"], default=TIMESTEPS, help="how training draws "
+    parser.add_argument("--timesteps", choices=TIMESTEP_SAMPLING, default=TIMESTEPS, help="how training draws "
                         "its timesteps (etc_core/train/timesteps.py)")
     parser.add_argument("--unet", help="a UNet layout of tiny_base.UNET_LAYOUTS instead of tiny_base.UNET_CONFIG "
                         "(bench/demo_training.py times them)")
@@ -77,8 +78,7 @@ def main(argv=None) -> int:
                           precision, args.warmup, args.schedule, args.unet, args.timesteps)
     summary["etc_train"] = {"steps": args.train_steps, "lr": args.lr, "batch": args.batch, "warmup": args.warmup,
                             "schedule": args.schedule, "timesteps": args.timesteps, "unet": args.unet or "default",
-                            "ema_decay": EMA_DECAY,
-                            "text_word_scale": WORD_SCALE,
+                            "ema_decay": EMA_DECAY, "text_word_scale": WORD_SCALE,
                             "seconds": round(model["train_seconds"], 1),
                             "loss_first_25": float(np.mean(model["losses"][:25])),
                             "loss_last_25": float(np.mean(model["losses"][-25:])), "me_strength": args.me_strength,
