@@ -14,7 +14,8 @@ DEMO_ARGS=("$@")
 rm -rf "$DEST"
 git clone --quiet "$REPO" "$DEST"
 cd "$DEST"
-export PIP_CACHE_DIR="$DEST/.pip-cache-empty" UV_CACHE_DIR="$DEST/.uv-cache-empty"  # nothing cached: every wheel is downloaded as on a new machine
+# nothing cached: every wheel is downloaded as on a new machine
+export PIP_CACHE_DIR="$DEST/.pip-cache-empty" UV_CACHE_DIR="$DEST/.uv-cache-empty"
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-), $(nproc) cores"
 echo "bf16 flags: $(grep -o -w -E 'avx512_bf16|amx_bf16|avx_ne_convert' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
